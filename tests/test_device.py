@@ -1,0 +1,96 @@
+"""Device choice: argument, then $SIMWIDGETS_DEVICE, then CUDA / MPS / CPU.
+
+Availability is monkeypatched so the tests mean the same on a laptop and on a GPU box.
+"""
+from __future__ import annotations
+
+import pytest
+import torch
+
+from simwidgets import device as device_module
+from simwidgets.device import ENV_VAR, describe_device, pick_device
+from simwidgets.errors import BadInputError
+
+
+@pytest.fixture
+def cpu_only(monkeypatch):
+    monkeypatch.delenv(ENV_VAR, raising=False)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(device_module, "_mps_available", lambda: False)
+
+
+def test_auto_falls_back_to_cpu(cpu_only):
+    assert pick_device() == torch.device("cpu")
+    assert pick_device("auto") == torch.device("cpu")
+
+
+def test_auto_prefers_cuda_then_mps(monkeypatch, cpu_only):
+    monkeypatch.setattr(device_module, "_mps_available", lambda: True)
+    assert pick_device() == torch.device("mps")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    assert pick_device() == torch.device("cuda")
+
+
+def test_argument_is_honoured(cpu_only):
+    assert pick_device("cpu") == torch.device("cpu")
+    assert pick_device(torch.device("cpu")) == torch.device("cpu")
+
+
+def test_environment_variable_is_honoured(monkeypatch, cpu_only):
+    monkeypatch.setattr(device_module, "_mps_available", lambda: True)
+    monkeypatch.setenv(ENV_VAR, "cpu")
+    assert pick_device() == torch.device("cpu")  # env beats the automatic mps
+    monkeypatch.setenv(ENV_VAR, "mps")
+    assert pick_device() == torch.device("mps")
+    assert pick_device("cpu") == torch.device("cpu")  # the argument beats the env
+    monkeypatch.setenv(ENV_VAR, "")
+    assert pick_device() == torch.device("mps")  # empty means automatic
+
+
+@pytest.mark.parametrize("name", ["gpu", "cuda:x", "banana", ""])
+def test_unknown_device_raises(cpu_only, name):
+    with pytest.raises(BadInputError, match=f"unknown device '{name}'"):
+        pick_device(name)
+
+
+def test_unknown_device_from_environment_raises(monkeypatch, cpu_only):
+    monkeypatch.setenv(ENV_VAR, "tpu9")
+    with pytest.raises(BadInputError, match="unknown device 'tpu9'"):
+        pick_device()
+
+
+def test_unsupported_device_type_raises(cpu_only):
+    with pytest.raises(BadInputError, match="unsupported device type 'meta'"):
+        pick_device("meta")
+
+
+@pytest.mark.parametrize("name", ["cuda", "cuda:0"])
+def test_unavailable_cuda_raises(cpu_only, name):
+    with pytest.raises(BadInputError, match="CUDA is not available"):
+        pick_device(name)
+
+
+def test_unavailable_mps_raises(cpu_only):
+    with pytest.raises(BadInputError, match="MPS is not available"):
+        pick_device("mps")
+
+
+def test_missing_cuda_index_raises(monkeypatch, cpu_only):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    assert pick_device("cuda:0") == torch.device("cuda:0")
+    with pytest.raises(BadInputError, match="only 1 CUDA devices exist"):
+        pick_device("cuda:3")
+
+
+def test_describe_cpu(cpu_only):
+    assert describe_device("cpu") == f"cpu ({torch.get_num_threads()} threads)"
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_real_cuda_device_is_usable(monkeypatch):
+    monkeypatch.delenv(ENV_VAR, raising=False)
+    device = pick_device()
+    assert device.type == "cuda"
+    assert torch.ones(2, device=device).sum().item() == 2.0
+    assert describe_device(device).startswith("cuda:")
