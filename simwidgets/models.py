@@ -228,10 +228,13 @@ def _library_version() -> str:
 def save_checkpoint(model: EmbeddingModel, path: str | Path, training: dict | None = None) -> Path:
     """Save architecture, configuration, weights and training record to ``path``.
 
-    ``training`` should hold plain values only (str, int, float, bool, lists, dicts) so
-    that the file loads with ``torch.load(weights_only=True)``.
+    ``training`` holds plain values (str, int, float, bool, None, lists, dicts; numpy
+    numbers and arrays are converted to those) so that the file loads with
+    ``torch.load(weights_only=True)``; anything else is refused here, before writing,
+    rather than producing a file that cannot be read back.
     """
     path = Path(path)
+    training = _plain_record(dict(training or {}), "training record")
     path.parent.mkdir(parents=True, exist_ok=True)
     payload = {
         "format": CHECKPOINT_FORMAT,
@@ -241,13 +244,31 @@ def save_checkpoint(model: EmbeddingModel, path: str | Path, training: dict | No
         "stride": model.stride,
         "dim": model.dim,
         "library_version": _library_version(),
-        "training": dict(training or {}),
+        "training": training,
         "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
     }
     tmp = path.with_name(path.name + ".tmp")
     torch.save(payload, tmp)
     tmp.replace(path)
     return path
+
+
+def _plain_record(value, where: str):
+    """``value`` with numpy numbers/arrays turned into Python ones; other objects refused."""
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if value is None or isinstance(value, (str, int, float, bool)):
+        return value
+    if isinstance(value, (list, tuple)):
+        return [_plain_record(v, where) for v in value]
+    if isinstance(value, dict):
+        return {str(k): _plain_record(v, f"{where}[{k!r}]") for k, v in value.items()}
+    raise BadInputError(
+        f"{where} holds a {type(value).__name__}; a checkpoint's training record takes plain values "
+        "only (str, int, float, bool, None, lists, dicts) so that it loads with weights_only=True"
+    )
 
 
 def load_checkpoint(path: str | Path) -> dict:
@@ -270,6 +291,15 @@ def load_checkpoint(path: str | Path) -> dict:
     for key in ("arch", "config", "state_dict"):
         if key not in payload:
             raise BadInputError(f"checkpoint {path} lacks the {key!r} entry")
+    if not isinstance(payload["arch"], str):
+        raise BadInputError(f"checkpoint {path}: the 'arch' entry must be a string; got {payload['arch']!r:.80}")
+    if not isinstance(payload["config"], dict) or not all(isinstance(k, str) for k in payload["config"]):
+        raise BadInputError(f"checkpoint {path}: the 'config' entry must be a dict of keyword arguments")
+    state = payload["state_dict"]
+    if not isinstance(state, dict) or not all(
+        isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in state.items()
+    ):
+        raise BadInputError(f"checkpoint {path}: the 'state_dict' entry must be a dict of tensors by name")
     return payload
 
 
