@@ -363,3 +363,7 @@ def default_model_path() -> Path | None:
     """The shipped trained model in ``data/models/default.pt``, if present."""
     path = Path(__file__).resolve().parent.parent / "data" / "models" / "default.pt"
     return path if path.is_file() else None
+
+
+# Architectures defined in other modules register themselves on import.
+from . import backbones as _backbones  # noqa: E402,F401  (pretrained-backbone embeddings)
