@@ -49,6 +49,9 @@ def save_indexed_png(mask: np.ndarray, path: str | Path) -> None:
     mask = np.asarray(mask)
     if mask.ndim != 2:
         raise BadInputError(f"a mask must be 2-D (H, W); got shape {mask.shape}")
+    if not (np.issubdtype(mask.dtype, np.integer) or mask.dtype == bool):
+        # a float mask would be silently truncated to other ids by the uint8 cast
+        raise BadInputError(f"mask values must be integer object ids; got dtype {mask.dtype}")
     if mask.size and (mask.min() < 0 or mask.max() > MAX_OBJECTS):
         raise BadInputError(
             f"mask values must be object ids in 0..{MAX_OBJECTS}; got {mask.min()}..{mask.max()}"

@@ -107,10 +107,10 @@ def _validate_path(path, where: str) -> np.ndarray:
         array = np.asarray(path, dtype=np.float64)
     except (TypeError, ValueError):
         raise BadInputError(f"{where}: path must be a list of [x, y] numbers") from None
+    if array.size == 0:
+        raise BadInputError(f"{where}: empty path (a stroke needs at least one point)")
     if array.ndim != 2 or array.shape[1] != 2:
         raise BadInputError(f"{where}: path must be a list of [x, y] pairs; got shape {array.shape}")
-    if len(array) == 0:
-        raise BadInputError(f"{where}: empty path (a stroke needs at least one point)")
     if not np.all(np.isfinite(array)):
         raise BadInputError(f"{where}: path holds NaN or infinite coordinates")
     if array.min() < 0.0 or array.max() > 1.0:
@@ -342,6 +342,8 @@ class Scribbles:
             raise BadInputError(f"scribble file not found: {path}") from None
         except UnicodeDecodeError:
             raise BadInputError(f"scribble file {path} is not UTF-8 text") from None
+        except OSError as error:  # a folder, no permission, ...
+            raise BadInputError(f"cannot read scribble file {path} ({error.strerror or error})") from None
         try:
             return cls.from_json(text, n_frames=n_frames)
         except BadInputError as error:
