@@ -4,7 +4,9 @@ The browser reports mouse positions in canvas pixels and keys by name; these tes
 the same calls and check the Python state (the DAVIS Scribbles), undo/redo, frames, the
 mask overlay and the drawing commands that reach the browser.
 """
+import io
 import json
+import re
 import subprocess
 import sys
 
@@ -225,7 +227,9 @@ def test_controls_drive_the_canvas(synthetic):
     w.prev_button.click()
     assert w.frame_idx == 1 and w.frame_slider.value == 1
     w.frame_slider.value = 6
-    assert w.canvas.frame_idx == 6 and w.frame_label.value == "7 / 8"
+    assert w.canvas.frame_idx == 6 and w.frame_label.value == "/ 7"
+    marked = re.findall(r'title="frame (\d+)"[^>]*border-bottom:2px solid #000', w.timeline.value)
+    assert marked == ["6"], "the timeline marks the current frame"
     w.object_buttons[3].click()
     assert w.object_id == 3 and w.object_buttons[3].description.startswith("●")
     w.add_object_button.click()
@@ -323,6 +327,24 @@ def test_frames_sent_as_rgb_and_masks_as_rgba(synthetic, sent):
     assert not any(b[:4] == b"\x89PNG" for b in sent[0][1])
 
 
+def test_the_overlay_sent_is_exactly_the_mask_overlay(synthetic, sent):
+    """Only the box around the objects travels (as PNG); placed at its offset it is the full overlay."""
+    from PIL import Image
+
+    w = ScribbleWidget(synthetic, masks=synthetic.masks, width=192, opacity=0.6)
+    sent.clear()
+    w.frame_idx = 2
+    commands, buffers = json.loads(sent[0][0]), sent[0][1]
+    puts = [args for code, args, *rest in commands if rest and rest[0] == 1]  # drawing commands with a buffer
+    assert len(puts) == 2 and puts[0] == [0, 0]
+    left, top = puts[1]
+    crop = np.asarray(Image.open(io.BytesIO(buffers[1])))
+    rebuilt = np.zeros((128, 192, 4), np.uint8)
+    rebuilt[top:top + crop.shape[0], left:left + crop.shape[1]] = crop
+    assert np.array_equal(rebuilt, mask_overlay(synthetic.masks[2], (128, 192), 0.6))
+    assert crop.shape[0] * crop.shape[1] < 128 * 192
+
+
 def test_redraw_is_idempotent_and_replayed_for_new_views(synthetic, sent):
     w = ScribbleWidget(synthetic, masks=synthetic.masks, width=192)
     drag(w, [(10, 10), (50, 20), (60, 70)])
@@ -405,3 +427,11 @@ def test_canvas_alone_is_reusable(synthetic):
     assert canvas.children == (canvas.multi,)
     drag(canvas, [(10, 10), (20, 20)])
     assert canvas.n_strokes == 1 and canvas.annotated_frames == [0]
+
+
+def test_initial_state_from_the_constructor(synthetic):
+    w = ScribbleWidget(synthetic, width=192, frame_idx=3, object_id=2, opacity=0.2, brush_width=9, show_masks=False)
+    assert (w.frame_idx, w.object_id, w.opacity, w.brush_width, w.show_masks) == (3, 2, 0.2, 9, False)
+    assert w.frame_slider.value == 3 and w.opacity_slider.value == 0.2 and not w.masks_checkbox.value
+    with pytest.raises(BadInputError, match="outside the video"):
+        ScribbleWidget(synthetic, width=192, frame_idx=99)

@@ -109,20 +109,27 @@ def mask_overlay(mask: np.ndarray, canvas_size: tuple[int, int], opacity: float)
     """
     ch, cw = canvas_size
     labels = np.asarray(mask)
+    if labels.max(initial=0) > MAX_OBJECTS or labels.min(initial=0) < 0:
+        raise BadInputError(f"mask values must be object ids in 0..{MAX_OBJECTS}")
+    labels = labels.astype(np.uint8)
     if labels.shape != (ch, cw):
-        labels = np.asarray(Image.fromarray(labels.astype(np.uint8), mode="L").resize((cw, ch), Image.NEAREST))
-    labels = labels.astype(np.int64)
-    rgba = np.zeros((ch, cw, 4), dtype=np.uint8)
-    inside = labels > 0
-    rgba[..., :3] = _PALETTE[labels]
-    edge = np.zeros_like(inside)
-    edge[:-1] |= labels[:-1] != labels[1:]
-    edge[1:] |= labels[:-1] != labels[1:]
-    edge[:, :-1] |= labels[:, :-1] != labels[:, 1:]
-    edge[:, 1:] |= labels[:, :-1] != labels[:, 1:]
-    alpha = np.where(inside, opacity, 0.0)
-    alpha = np.where(edge & inside, min(1.0, 2.0 * opacity), alpha)
-    rgba[..., 3] = np.round(alpha * 255).astype(np.uint8)
+        labels = np.asarray(Image.fromarray(labels, mode="L").resize((cw, ch), Image.NEAREST))
+    fill = int(round(opacity * 255))
+    lut = np.empty((256, 4), dtype=np.uint8)
+    lut[:, :3] = _PALETTE
+    lut[:, 3] = fill
+    lut[0, 3] = 0
+    rgba = lut[labels]
+    # boundaries: a pixel whose right or lower neighbour has another id (and that neighbour)
+    horizontal = labels[:, :-1] != labels[:, 1:]
+    vertical = labels[:-1] != labels[1:]
+    edge = np.zeros((ch, cw), dtype=bool)
+    edge[:, :-1] |= horizontal
+    edge[:, 1:] |= horizontal
+    edge[:-1] |= vertical
+    edge[1:] |= vertical
+    edge &= labels > 0
+    rgba[edge, 3] = min(255, 2 * fill)
     return rgba
 
 
@@ -623,7 +630,14 @@ class ScribbleCanvas(widgets.Box):
                 self.mask_layer.clear()
                 mask = self._masks[frame_idx]
                 if self.show_masks and mask is not None and self.opacity > 0:
-                    self.mask_layer.put_image_data(mask_overlay(mask, self._canvas_size, self.opacity), 0, 0)
+                    overlay = mask_overlay(mask, self._canvas_size, self.opacity)
+                    # send only the box around the objects: less PNG to encode and decode
+                    rows = np.flatnonzero(overlay[..., 3].any(axis=1))
+                    cols = np.flatnonzero(overlay[..., 3].any(axis=0))
+                    if len(rows):
+                        top, left = int(rows[0]), int(cols[0])
+                        crop = overlay[top:rows[-1] + 1, left:cols[-1] + 1]
+                        self.mask_layer.put_image_data(crop, left, top)
             if 2 in layers:
                 self.scribble_layer.clear()
                 for stroke in self._scribbles.frames[frame_idx]:

@@ -51,7 +51,10 @@ class ScribbleWidget(widgets.VBox):
     """
 
     def __init__(self, frames, masks=None, scribbles=None, width: int = 640, autosave=True, **kwargs):
-        canvas_keys = {"name", "n_objects", "min_move", "live_interval"}
+        canvas_keys = {
+            "name", "n_objects", "min_move", "live_interval",
+            "frame_idx", "object_id", "brush_width", "opacity", "show_masks", "tool",
+        }
         canvas_kwargs = {k: kwargs.pop(k) for k in list(kwargs) if k in canvas_keys}
         self.canvas = ScribbleCanvas(
             frames, masks=masks, scribbles=scribbles, width=width, autosave=autosave, **canvas_kwargs
@@ -64,7 +67,8 @@ class ScribbleWidget(widgets.VBox):
         self.next_button = widgets.Button(icon="chevron-right", tooltip="next frame (→)", layout=widgets.Layout(width="36px"))
         self.frame_slider = widgets.IntSlider(
             value=c.frame_idx, min=0, max=max(last, 0), description="frame",
-            continuous_update=False, disabled=last == 0, layout=widgets.Layout(width="360px"),
+            continuous_update=False, disabled=last == 0, style={"description_width": "44px"},
+            layout=widgets.Layout(width="420px"),
         )
         self.frame_label = widgets.Label()
         self.prev_button.on_click(lambda _: c.previous_frame())
@@ -83,7 +87,7 @@ class ScribbleWidget(widgets.VBox):
         widgets.link((self.tool_buttons, "value"), (c, "tool"))
         self.brush_slider = widgets.FloatSlider(
             value=c.brush_width, min=1, max=30, step=1, description="brush", readout_format=".0f",
-            layout=widgets.Layout(width="220px"),
+            style={"description_width": "44px"}, layout=widgets.Layout(width="250px"),
         )
         widgets.link((self.brush_slider, "value"), (c, "brush_width"))
         self.undo_button = widgets.Button(icon="undo", tooltip="undo (z)", layout=widgets.Layout(width="36px"))
@@ -97,7 +101,8 @@ class ScribbleWidget(widgets.VBox):
         self.masks_checkbox = widgets.Checkbox(value=c.show_masks, description="masks", indent=False, layout=widgets.Layout(width="70px"))
         widgets.link((self.masks_checkbox, "value"), (c, "show_masks"))
         self.opacity_slider = widgets.FloatSlider(
-            value=c.opacity, min=0, max=1, step=0.05, description="opacity", layout=widgets.Layout(width="240px"),
+            value=c.opacity, min=0, max=1, step=0.05, description="opacity",
+            style={"description_width": "56px"}, layout=widgets.Layout(width="270px"),
         )
         widgets.link((self.opacity_slider, "value"), (c, "opacity"))
 
@@ -228,7 +233,7 @@ class ScribbleWidget(widgets.VBox):
 
     def _refresh_status(self, change=None) -> None:
         c = self.canvas
-        self.frame_label.value = f"{c.frame_idx + 1} / {c.n_frames}"
+        self.frame_label.value = f"/ {c.n_frames - 1}"
         annotated = set(c.annotated_frames)
         cells = []
         for frame_idx in range(c.n_frames):
