@@ -9,7 +9,8 @@ monkeypatching (nothing in site-packages is edited).  The fixes, and why:
 
 1. **numpy aliases.**  The package uses ``np.int``, ``np.float`` and ``np.bool``
    (removed in numpy 1.24; ``np.bool`` came back in numpy 2) and ``np.trapz``
-   (removed in numpy 2.4; ``np.trapezoid`` replaces it).  Each alias is set on numpy
+   (deprecated in numpy 2.0, absent from the installed 2.4; ``np.trapezoid`` replaces
+   it).  Each alias is set on numpy
    only if missing, to the builtin type or ``np.trapezoid``: exactly what the names
    meant.  Must happen before the import because ``Davis.load_annotations`` evaluates
    ``dtype=np.int`` as a default argument.
@@ -457,7 +458,8 @@ def offline_davis(
     sequence's entry in ``Davis.dataset`` carries the frame, object and scribble counts
     and the image size found on disk (:func:`check_davis_root`), so an
     ``EvaluationService``/``DavisInteractiveSession`` built there asks for no other
-    file.  Everything is restored on exit.  This changes class-level state of the
+    file.  Run the whole session inside the block: its final summary reads the same
+    metadata.  Everything is restored on exit.  This changes class-level state of the
     package: do not run two such blocks at once in one process.
 
     Parameters
