@@ -23,8 +23,9 @@ from .canvas import ScribbleCanvas, ScribbleEvent
 __all__ = ["ScribbleWidget"]
 
 _HELP = (
-    "Paint on the frame. Keys (click the canvas first): ←/→ frame (shift: ±10), "
-    "0–9 object, + new object, z undo, shift+z redo, e eraser, m masks."
+    "Paint on the frame. Keys in JupyterLab (click the canvas first): ←/→ frame (shift: ±10), "
+    "0–9 object, + new object, z undo, shift+z redo, e eraser, m masks. "
+    "In Notebook 7 use the buttons: its own shortcuts take the keys."
 )
 
 
@@ -124,8 +125,11 @@ class ScribbleWidget(widgets.VBox):
              self.undo_button, self.redo_button, self.clear_button],
             layout=widgets.Layout(flex_flow="row wrap", align_items="center"),
         )
-        view = widgets.HBox([self.masks_checkbox, self.opacity_slider, widgets.HTML(f"<small>{_HELP}</small>")])
-        super().__init__(children=[tools, c, nav, self.timeline, view, self.status], **kwargs)
+        for slider in (self.frame_slider, self.brush_slider, self.opacity_slider):
+            slider.layout.flex = "0 0 auto"  # never squeezed to nothing by a neighbour
+        view = widgets.HBox([self.masks_checkbox, self.opacity_slider])
+        help_line = widgets.HTML(f"<small>{_HELP}</small>")
+        super().__init__(children=[tools, c, nav, self.timeline, view, self.status, help_line], **kwargs)
         self.add_class("simwidgets-scribble-widget")
 
     # ------------------------------------------------------------------ delegated API

@@ -55,7 +55,7 @@ def browser():
 
 
 @pytest.fixture
-def page(browser, lab):
+def page(browser):
     context = browser.new_context(viewport={"width": 1280, "height": 1100})
     page = context.new_page()
     errors = []
@@ -71,3 +71,14 @@ def page(browser, lab):
 def artifacts() -> Path:
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     return ARTIFACTS
+
+
+@pytest.fixture(scope="module")
+def notebook7(lab_root):
+    """A Notebook 7 server (the same widget must work there too)."""
+    server = JupyterLab(lab_root, app="notebook")
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()

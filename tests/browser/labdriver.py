@@ -93,9 +93,13 @@ def read_json_when(path: Path, predicate, timeout: float = 20.0, interval: float
 
 
 class JupyterLab:
-    """A JupyterLab server on a free port with a random token, in its own process group."""
+    """A JupyterLab (or, with ``app="notebook"``, Notebook 7) server on a free port with a
+    random token, in its own process group."""
 
-    def __init__(self, root: Path, log_path: Path | None = None):
+    def __init__(self, root: Path, log_path: Path | None = None, app: str = "lab"):
+        if app not in ("lab", "notebook"):
+            raise ValueError(f"app must be 'lab' or 'notebook'; got {app!r}")
+        self.app = app
         self.root = Path(root)
         self.port = free_port()
         self.token = secrets.token_hex(16)
@@ -108,31 +112,36 @@ class JupyterLab:
         return f"http://127.0.0.1:{self.port}"
 
     def url(self, notebook: str) -> str:
+        if self.app == "notebook":
+            return f"{self.base}/notebooks/{notebook}?token={self.token}"
         return f"{self.base}/lab/tree/{notebook}?token={self.token}&reset"
 
     def start(self, timeout: float = 60.0) -> "JupyterLab":
         private = self.root / ".jupyter-private"
         settings = private / "settings" / "@jupyterlab" / "apputils-extension"
         settings.mkdir(parents=True, exist_ok=True)
-        # no "receive Jupyter news?" toast over the notebook, no update check
-        (settings / "notification.jupyterlab-settings").write_text(
-            json.dumps({"fetchNews": "false", "checkForUpdates": False})
-        )
+        if self.app == "lab":
+            # no "receive Jupyter news?" toast over the notebook, no update check (Notebook 7
+            # has no such plugin and reports a page error for its settings)
+            (settings / "notification.jupyterlab-settings").write_text(
+                json.dumps({"fetchNews": "false", "checkForUpdates": False})
+            )
         env = dict(os.environ)
         env.update(
             JUPYTER_CONFIG_DIR=str(private / "config"),
             JUPYTER_RUNTIME_DIR=str(private / "runtime"),
             PYTHONPATH=os.pathsep.join(filter(None, [str(REPO_ROOT), env.get("PYTHONPATH")])),
         )
+        app_class = "LabApp" if self.app == "lab" else "JupyterNotebookApp"
         command = [
-            sys.executable, "-m", "jupyter", "lab",
+            sys.executable, "-m", "jupyter", self.app,
             "--no-browser", "--allow-root", "--ip=127.0.0.1", f"--port={self.port}",
             "--ServerApp.port_retries=0",
             f"--ServerApp.token={self.token}",
             f"--ServerApp.root_dir={self.root}",
-            "--LabApp.expose_app_in_browser=True",
-            f"--LabApp.user_settings_dir={private / 'settings'}",
-            f"--LabApp.workspaces_dir={private / 'workspaces'}",
+            f"--{app_class}.expose_app_in_browser=True",
+            f"--{app_class}.user_settings_dir={private / 'settings'}",
+            f"--{app_class}.workspaces_dir={private / 'workspaces'}",
             "--ServerApp.terminals_enabled=False",
         ]
         self._log = open(self.log_path, "wb")
