@@ -1,0 +1,229 @@
+"""Training: data split, clips, augmented pairs, the batch loss, the loop and the CLI."""
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from simwidgets.errors import BadInputError
+from simwidgets.losses import make_loss
+from simwidgets.models import build_model, load_model
+from simwidgets.training import (
+    SHIPPED_SAMPLES,
+    PairSampler,
+    TrainConfig,
+    VideoClip,
+    batch_loss,
+    default_split,
+    evaluate_semi_supervised,
+    load_davis_clips,
+    train,
+    train_main,
+)
+from simwidgets.video import synthetic_video
+
+DAVIS2016 = [
+    "bear", "bmx-bumps", "boat", "dance-jump", "dog-agility", "drift-turn", "hockey", "horsejump-low",
+    "kite-walk", "mallard-fly", "motocross-bumps", "motorbike", "paragliding", "rollerblade",
+    "scooter-gray", "soccerball", "stroller", "surf", "swing", "tennis",
+]
+
+
+@pytest.fixture(scope="module")
+def clips():
+    videos = [synthetic_video(n_frames=6, n_objects=2, height=48, width=64, seed=s) for s in range(4)]
+    return [VideoClip.from_sequence(v) for v in videos]
+
+
+def test_default_split_holds_out_the_shipped_samples():
+    train_names, val = default_split(DAVIS2016)
+    assert len(val) == 4 and len(train_names) == 16
+    assert set(SHIPPED_SAMPLES) <= set(val)
+    assert not set(train_names) & set(val)
+    assert sorted(train_names + val) == sorted(DAVIS2016)
+    assert default_split(list(reversed(DAVIS2016))) == (train_names, val)  # order-independent, fixed
+    # without shipped samples the held-out names are a seeded draw
+    others = [n for n in DAVIS2016 if n not in SHIPPED_SAMPLES]
+    draws = {tuple(default_split(others, n_val=3, seed=s)[1]) for s in range(5)}
+    assert all(len(d) == 3 for d in draws) and len(draws) > 1
+    assert default_split(others, n_val=3, seed=2) == default_split(others, n_val=3, seed=2)
+    with pytest.raises(BadInputError, match="at least 2"):
+        default_split(["bear"])
+
+
+def test_clip_from_davis_folder(davis_folder):
+    root, video = davis_folder
+    clip = load_davis_clips(root, ["toy"])[0]
+    assert clip.n_frames == video.n_frames
+    assert np.array_equal(clip.frame(2), video.frames[2])
+    assert np.array_equal(clip.mask(2), video.masks[2])
+    frames, masks = clip.materialise(max_frames=3, scale=0.5)
+    assert frames.shape == (3, 20, 28, 3) and masks.shape == (3, 20, 28)
+    assert set(np.unique(masks)) <= set(np.unique(video.masks))
+    with pytest.raises(BadInputError, match="unknown sequence"):
+        VideoClip.from_davis(root, "nope")
+
+
+def test_clip_needs_a_mask_on_every_frame(tmp_path, write_davis):
+    video = synthetic_video(n_frames=3, n_objects=1, height=16, width=16)
+    root = write_davis(tmp_path, "nomask", video.frames, None)
+    with pytest.raises(BadInputError, match="mask for every frame"):
+        VideoClip.from_davis(root, "nomask")
+
+
+def test_binary_davis_masks_become_object_1(bear):
+    clip = VideoClip.from_davis(__import__("simwidgets").sample_root(), "bear")
+    assert set(np.unique(clip.mask(0)).tolist()) == {0, 1}
+    assert np.array_equal(clip.mask(5), bear.masks[5])
+
+
+def test_pair_sampler_crops_are_windows_of_real_frames(clips):
+    sampler = PairSampler(clips, crop=32, scale_range=(1.0, 1.0), max_gap=2, seed=3, jitter=0.0)
+    batch = sampler.sample(3)
+    assert batch.images.shape == (6, 3, 32, 32) and batch.labels.shape == (6, 32, 32)
+    assert batch.images.min() >= 0 and batch.images.max() <= 1
+    by_name = {c.name: c for c in clips}
+    for i in range(6):
+        clip = by_name[batch.names[i // 2]]
+        image = (batch.images[i].permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)
+        labels = batch.labels[i].numpy()
+        found = False
+        for t in range(clip.n_frames):
+            frame, mask = clip.frame(t), clip.mask(t)
+            for flip in (False, True):
+                f, m = (frame[:, ::-1], mask[:, ::-1]) if flip else (frame, mask)
+                for y in range(frame.shape[0] - 31):
+                    for x in range(frame.shape[1] - 31):
+                        if np.array_equal(f[y:y + 32, x:x + 32], image):
+                            found = np.array_equal(m[y:y + 32, x:x + 32], labels)
+                            break
+                    if found:
+                        break
+                if found:
+                    break
+            if found:
+                break
+        assert found, f"crop {i} is not a window of any frame of {clip.name} with matching labels"
+
+
+def test_pair_sampler_is_seeded_and_pads_small_frames(clips):
+    a = PairSampler(clips, crop=80, seed=1).sample(2)
+    b = PairSampler(clips, crop=80, seed=1).sample(2)
+    c = PairSampler(clips, crop=80, seed=2).sample(2)
+    assert torch.equal(a.images, b.images) and torch.equal(a.labels, b.labels)
+    assert not torch.equal(a.images, c.images)
+    # 48x64 frames scaled by <= 1 are smaller than 80x80: the rest is padding, labelled unknown
+    assert (a.labels == -1).any() and (a.labels >= 0).any()
+
+
+def test_batch_loss_has_gradient_for_every_loss(clips):
+    torch.manual_seed(0)
+    model = build_model("fcn-small", dim=8)
+    batch = PairSampler(clips, crop=32, seed=0).sample(2)
+    for name in ("pairwise", "contrastive", "triplet", "infonce"):
+        model.zero_grad()
+        emb = model(batch.images)
+        loss, used = batch_loss(emb, batch.labels, make_loss(name), 16, 0.25, 2, torch.Generator().manual_seed(0), model.stride)
+        assert used > 0 and torch.isfinite(loss) and float(loss.detach()) > 0
+        loss.backward()
+        assert model.head.weight.grad.abs().sum() > 0
+
+
+def test_batch_without_contrast_gives_zero_loss():
+    model = build_model("fcn-small", dim=8)
+    emb = model(torch.rand(2, 3, 32, 32))
+    labels = torch.zeros(2, 32, 32, dtype=torch.long)  # background only
+    loss, used = batch_loss(emb, labels, make_loss("pairwise"), 16, 0.0, 2, torch.Generator(), model.stride)
+    assert used == 0 and float(loss) == 0.0
+
+
+def test_training_lowers_the_loss_and_saves_a_loadable_checkpoint(clips, tmp_path):
+    config = TrainConfig(arch="fcn-small", arch_options={"dim": 8, "width": 16}, steps=40, batch_pairs=2,
+                         crop=32, scale_range=(0.8, 1.0), n_triplets=32, lr=5e-3, val_every=0)
+    result = train(clips, (), config, out=tmp_path / "m.pt", progress=False, command="test")
+    losses = [h["loss"] for h in result.history]
+    assert len(losses) == 40
+    assert np.mean(losses[-10:]) < 0.8 * np.mean(losses[:10])
+    model = load_model(tmp_path / "m.pt", expect_arch="fcn-small")
+    record = model.training_record
+    assert record["steps"] == 40 and record["command"] == "test" and record["finished"] is True
+    assert record["train_sequences"] == [c.name for c in clips] and record["val_sequences"] == []
+    assert record["config"]["loss"] == "pairwise" and "scale" in record["loss_parameters"]
+    assert isinstance(record["machine"], str) and record["library_version"]
+    json.dumps(record)  # plain values only
+    frames = clips[0].materialise()[0]
+    assert torch.allclose(model.embed(frames, device="cpu"), result.model.embed(frames, device="cpu"), atol=1e-5)
+
+
+def test_training_is_reproducible(clips):
+    config = TrainConfig(arch="fcn-small", arch_options={"dim": 8, "width": 16}, steps=3, batch_pairs=1,
+                         crop=32, n_triplets=16, val_every=0, loss="triplet")
+    a = train(clips, (), config, progress=False)
+    b = train(clips, (), config, progress=False)
+    assert [h["loss"] for h in a.history] == [h["loss"] for h in b.history]
+    for (k, v), w in zip(a.model.state_dict().items(), b.model.state_dict().values()):
+        assert torch.equal(v, w), k
+
+
+def test_frozen_backbone_stays_fixed_and_head_learns(clips):
+    config = TrainConfig(arch="mobilenetv2", arch_options={"dim": 8, "head_width": 16}, weights=None,
+                         steps=2, batch_pairs=1, crop=32, n_triplets=16, val_every=0)
+    torch.manual_seed(0)
+    model = build_model("mobilenetv2", dim=8, head_width=16)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    result = train(clips, (), config, model=model, progress=False)
+    after = result.model.state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in before if k.startswith("backbone."))  # BN stats too
+    assert any(not torch.equal(before[k], after[k]) for k in before if k.startswith("head."))
+
+
+def test_validation_picks_the_best_checkpoint(tmp_path):
+    videos = [synthetic_video(n_frames=8, n_objects=2, height=48, width=64, seed=s) for s in range(5)]
+    clips = [VideoClip.from_sequence(v) for v in videos]
+    config = TrainConfig(arch="fcn-small", arch_options={"dim": 8, "width": 16}, steps=30, batch_pairs=2,
+                         crop=32, n_triplets=32, lr=5e-3, val_every=10)
+    logged = []
+    result = train(clips[:4], clips[4:], config, out=tmp_path / "best.pt", progress=False, log=logged.append)
+    assert [v["step"] for v in result.validation] == [10, 20, 30]
+    scores = [v["J&F"] for v in result.validation]
+    assert result.best_score == max(scores)
+    assert result.best_step == result.validation[int(np.argmax(scores))]["step"]
+    assert len(logged) == 3 and "validation J&F" in logged[0]
+    saved = load_model(tmp_path / "best.pt")
+    assert saved.training_record["best_step"] == result.best_step
+    assert saved.training_record["val_sequences"] == ["synthetic-4"]
+    # the returned and saved models are the best one, which scores what was recorded
+    again = evaluate_semi_supervised(saved, clips[4:])
+    assert again["J&F"] == pytest.approx(result.best_score, abs=1e-3)
+    assert again["seconds_per_frame"] > 0 and again["n_frames"] == 8
+
+
+def test_train_config_rejects_bad_values():
+    with pytest.raises(BadInputError, match="unknown architecture"):
+        TrainConfig(arch="resnet")
+    with pytest.raises(BadInputError, match="unknown loss"):
+        TrainConfig(loss="hinge")
+    with pytest.raises(BadInputError, match="multiple of 16"):
+        TrainConfig(crop=100)
+    with pytest.raises(BadInputError, match="scale_range"):
+        TrainConfig(scale_range=(1.0, 0.5))
+
+
+def test_cli_trains_on_a_davis_folder(tmp_path, write_davis, capsys):
+    root = tmp_path / "davis"
+    for seed, name in enumerate(["aa", "bb", "cc"]):
+        video = synthetic_video(n_frames=5, n_objects=1, height=48, width=64, seed=seed)
+        write_davis(root, name, video.frames, video.masks)
+    out = tmp_path / "cli.pt"
+    status = train_main(["--davis-root", str(root), "--out", str(out), "--arch", "fcn-small", "--dim", "8",
+                         "--steps", "3", "--crop", "32", "--batch-pairs", "1", "--n-val", "1",
+                         "--val-every", "0", "--no-progress", "--history", str(tmp_path / "h.json")])
+    assert status == 0
+    record = load_model(out).training_record
+    assert record["command"].startswith("python -m simwidgets train --davis-root")
+    assert len(record["train_sequences"]) == 2 and len(record["val_sequences"]) == 1
+    assert len(json.loads((tmp_path / "h.json").read_text())["history"]) == 3
+    assert "validating on" in capsys.readouterr().out
+    status = train_main(["--davis-root", str(root), "--out", str(out), "--val-sequences", "zz", "--steps", "1"])
+    assert status == 2
+    assert "validation sequences ['zz']" in capsys.readouterr().err
