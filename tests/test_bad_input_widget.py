@@ -44,6 +44,7 @@ CATALOGUE = [
     ("a frame index outside the video", _set("frame_idx", 4), r"frame_idx 4 is outside the video \(0..3\)"),
     ("an opacity above 1", _set("opacity", 1.5), "opacity must be within 0..1"),
     ("a zero brush", _set("brush_width", 0), "brush_width"),
+    ("an unknown tool", _set("tool", "pen"), "tool must be one of brush, eraser; got 'pen'"),
     ("scribbles of another video", lambda: widget(scribbles=Scribbles(7)), "frame-count mismatch"),
     ("scribbles of a wrong type", lambda: widget(scribbles=[1, 2]), "Scribbles, a DAVIS dict or a JSON path"),
     ("a scribble file that does not exist", lambda: widget(scribbles="missing.json"), "not found"),

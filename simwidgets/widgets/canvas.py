@@ -44,6 +44,8 @@ from .coords import canvas_size_for, canvas_to_normalised, normalised_to_canvas
 __all__ = ["ScribbleCanvas", "ScribbleEvent", "as_frames", "mask_overlay"]
 
 _PALETTE = davis_palette()
+#: what a mouse drag does: paint a stroke, or remove the strokes it touches
+TOOLS = ("brush", "eraser")
 
 
 # --------------------------------------------------------------------------- input checks
@@ -190,7 +192,7 @@ class ScribbleCanvas(widgets.Box):
     brush_width = traitlets.Float(6.0)
     opacity = traitlets.Float(0.45)
     show_masks = traitlets.Bool(True)
-    tool = traitlets.Enum(["brush", "eraser"], default_value="brush")
+    tool = traitlets.Unicode("brush")
     n_strokes = traitlets.Int(0, read_only=True)
     annotated_frames = traitlets.List(traitlets.Int(), read_only=True)
 
@@ -349,6 +351,13 @@ class ScribbleCanvas(widgets.Box):
         value = float(proposal["value"])
         if not 0.5 <= value <= 200:
             raise BadInputError(f"brush_width must be within 0.5..200 canvas pixels; got {value}")
+        return value
+
+    @traitlets.validate("tool")
+    def _valid_tool(self, proposal):
+        value = proposal["value"]
+        if value not in TOOLS:
+            raise BadInputError(f"tool must be one of {', '.join(TOOLS)}; got {value!r}")
         return value
 
     @traitlets.validate("opacity")

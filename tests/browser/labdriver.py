@@ -116,7 +116,7 @@ class JupyterLab:
             return f"{self.base}/notebooks/{notebook}?token={self.token}"
         return f"{self.base}/lab/tree/{notebook}?token={self.token}&reset"
 
-    def start(self, timeout: float = 60.0) -> "JupyterLab":
+    def start(self, timeout: float = 60.0, retries: int = 2) -> "JupyterLab":
         private = self.root / ".jupyter-private"
         settings = private / "settings" / "@jupyterlab" / "apputils-extension"
         settings.mkdir(parents=True, exist_ok=True)
@@ -151,7 +151,12 @@ class JupyterLab:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
-                raise RuntimeError(f"jupyter lab exited with {self.process.returncode}:\n{self.log_tail()}")
+                self._log.close()
+                if "already in use" in self.log_tail() and retries > 0:  # the free port was taken meanwhile
+                    self.port = free_port()
+                    self.process = None
+                    return self.start(timeout, retries - 1)
+                raise RuntimeError(f"jupyter {self.app} exited with {self.process.returncode}:\n{self.log_tail()}")
             try:
                 with urllib.request.urlopen(f"{self.base}/api/status?token={self.token}", timeout=2) as reply:
                     if reply.status == 200:
@@ -160,7 +165,7 @@ class JupyterLab:
                 pass
             time.sleep(0.2)
         self.stop()
-        raise TimeoutError(f"jupyter lab did not answer within {timeout} s:\n{self.log_tail()}")
+        raise TimeoutError(f"jupyter {self.app} did not answer within {timeout} s:\n{self.log_tail()}")
 
     def log_tail(self, n: int = 3000) -> str:
         try:
@@ -192,7 +197,8 @@ class JupyterLab:
         for pid in self.kernel_pids:
             _kill_group_of(pid)
         self.process = None
-        self._log.close()
+        if not self._log.closed:
+            self._log.close()
 
     def __enter__(self) -> "JupyterLab":
         return self.start()
@@ -202,6 +208,13 @@ class JupyterLab:
 
 
 def _kill_group_of(pid: int) -> None:
+    """Kill a kernel left behind (and its children), if that pid is still a kernel (not a reused pid)."""
+    try:
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return
+    if b"ipykernel" not in cmdline:
+        return
     try:
         os.killpg(os.getpgid(pid), signal.SIGKILL)
     except (ProcessLookupError, PermissionError):
