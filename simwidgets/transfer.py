@@ -1,0 +1,524 @@
+"""Dense label transfer: label every pixel of every frame from a few reference pixels.
+
+The method of the paper in one sentence: a pixel takes the label its nearest reference
+pixels vote for, nearest meaning most similar in the learned embedding space.  Here:
+
+1. references are grid cells whose label is known (from scribbles rasterised to a label
+   map with ``-1`` for unknown, or from a full mask), each with a label *distribution*
+   (a cell half covered by an object votes half for it);
+2. for each query cell the ``top_k`` most similar references vote, weighted by
+   ``softmax(similarity / temperature)``, for every object, background included;
+3. optionally (``temporal=True``) each frame also uses the predictions of the few frames
+   before it (in the direction of propagation) as references, restricted to a spatial
+   window around the query: the label-propagation recipe of self-supervised
+   correspondence learning, which keeps objects coherent through a video;
+4. the per-object scores on the embedding grid are upsampled bilinearly to full
+   resolution before the argmax, so masks follow the grid smoothly.
+
+Work is chunked (queries in blocks, frames one at a time) so memory stays bounded for long
+videos, and embeddings come from an :class:`EmbeddingCache`, so new scribbles never
+recompute them.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from typing import Mapping
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from .device import pick_device
+from .errors import BadInputError
+from .models import EmbeddingModel, load_model
+from .scribbles import UNKNOWN, Scribbles
+
+__all__ = [
+    "TransferConfig",
+    "EmbeddingCache",
+    "References",
+    "PropagationResult",
+    "LabelTransfer",
+    "propagate",
+    "references_from_scribbles",
+]
+
+
+@dataclass(frozen=True)
+class TransferConfig:
+    """Options of the label transfer.
+
+    Attributes
+    ----------
+    top_k : number of nearest references that vote for a query cell
+    temperature : softmax temperature of the votes (smaller = nearest dominate)
+    temporal : also use earlier frames' predictions as references (local window)
+    n_context : how many previous frames serve as context when ``temporal``
+    window : radius, in grid cells, of the spatial window for context references
+    brush_width : pixel width used to rasterise scribble strokes
+    background_margin : when no background (id 0) is scribbled anywhere, cells farther than
+        this fraction of the frame diagonal from every object scribble, on annotated frames,
+        serve as background references (the DAVIS protocol's first human scribbles mark
+        objects only); ``None`` disables it
+    max_references : cap on scribble/mask reference cells (a class-stratified random subset
+        is kept: a full reference mask has tens of thousands of cells, and the temporal
+        context already carries its detail)
+    """
+
+    top_k: int = 20
+    temperature: float = 0.05
+    temporal: bool = True
+    n_context: int = 3
+    window: int = 12
+    brush_width: float = 3.0
+    background_margin: float | None = 0.15
+    max_references: int = 2048
+
+    def __post_init__(self):
+        if self.top_k < 1:
+            raise BadInputError(f"top_k must be at least 1; got {self.top_k}")
+        if not self.temperature > 0:
+            raise BadInputError(f"temperature must be positive; got {self.temperature}")
+        if self.n_context < 0 or self.window < 0:
+            raise BadInputError("n_context and window must be non-negative")
+
+
+class EmbeddingCache:
+    """Embeddings of one video, computed once per frame and kept (float16) for reuse.
+
+    ``n_computed`` counts frames actually embedded, so reuse can be checked.
+    """
+
+    def __init__(self, model: EmbeddingModel, frames, device=None, batch_size: int = 4, dtype=torch.float16):
+        shape = tuple(frames.shape)
+        if len(shape) != 4 or shape[3] != 3:
+            raise BadInputError(f"frames must have shape (T, H, W, 3); got {shape}")
+        self.model = model
+        self.frames = frames
+        self.device = pick_device(device)
+        self.batch_size = batch_size
+        self.n_frames, self.height, self.width = shape[:3]
+        self.grid = model.grid_size(self.height, self.width)
+        self.storage_device = self.device if self.device.type == "cuda" else torch.device("cpu")
+        self._store = torch.empty((self.n_frames, model.dim) + self.grid, dtype=dtype, device=self.storage_device)
+        self._done = np.zeros(self.n_frames, dtype=bool)
+        self.n_computed = 0
+
+    def ensure(self, frame_indices=None, progress: bool = False) -> None:
+        """Embed the frames not yet cached (all frames when ``frame_indices`` is None)."""
+        wanted = range(self.n_frames) if frame_indices is None else frame_indices
+        missing = [int(i) for i in wanted if not self._done[int(i)]]
+        if not missing:
+            return
+        bar = None
+        if progress:
+            from tqdm.auto import tqdm
+
+            bar = tqdm(total=len(missing), desc="embedding frames", unit="frame")
+        for start in range(0, len(missing), self.batch_size):
+            batch = missing[start : start + self.batch_size]
+            chunk = np.stack([np.asarray(self.frames[i]) for i in batch])
+            emb = self.model.embed(chunk, device=self.device, batch_size=self.batch_size)
+            self._store[batch] = emb.to(self.storage_device, self._store.dtype)
+            self._done[batch] = True
+            self.n_computed += len(batch)
+            if bar is not None:
+                bar.update(len(batch))
+        if bar is not None:
+            bar.close()
+
+    def __getitem__(self, frame_idx: int) -> torch.Tensor:
+        """``(D, h, w)`` float32 embedding of one frame on the compute device."""
+        self.ensure([frame_idx])
+        return self._store[frame_idx].to(self.device, torch.float32)
+
+    @property
+    def nbytes(self) -> int:
+        return self._store.numel() * self._store.element_size()
+
+
+@dataclass
+class References:
+    """Reference cells: embeddings ``(N, D)`` and label distributions ``(N, C)``."""
+
+    embeddings: torch.Tensor
+    labels: torch.Tensor
+
+    def __len__(self) -> int:
+        return int(self.embeddings.shape[0])
+
+
+@dataclass
+class PropagationResult:
+    """Masks for every frame plus what a user needs to judge them.
+
+    Attributes
+    ----------
+    masks : ``(T, H, W)`` uint8 object ids
+    object_ids : the ids of the score channels, background 0 first
+    confidence : ``(T,)`` mean over grid cells of the winning probability (1 = certain)
+    entropy : ``(T,)`` mean normalised entropy of the votes (0 = certain)
+    """
+
+    masks: np.ndarray
+    object_ids: list[int]
+    confidence: np.ndarray
+    entropy: np.ndarray
+    seconds: float = 0.0
+    probabilities: list[torch.Tensor] | None = field(default=None, repr=False)
+
+
+def references_from_scribbles(
+    scribbles: Scribbles, height: int, width: int, brush_width: float = 3.0
+) -> dict[int, np.ndarray]:
+    """Rasterise every annotated frame: ``{frame_idx: (H, W) labels with -1 unknown}``."""
+    return {f: scribbles.rasterize(f, height, width, brush_width) for f in scribbles.annotated_frames}
+
+
+def _cell_distributions(label_map: np.ndarray, class_index: dict[int, int], stride: int, grid) -> torch.Tensor:
+    """Per-cell label distributions ``(C, h, w)`` from a full-resolution label map.
+
+    Each known pixel adds one vote to its cell; unknown pixels (-1) add nothing, so cells
+    without known pixels get an all-zero column.
+    """
+    h, w = grid
+    height, width = label_map.shape
+    n_classes = len(class_index)
+    lookup = np.full(256 + 1, -1, dtype=np.int64)
+    for object_id, index in class_index.items():
+        lookup[object_id + 1] = index
+    cls = lookup[label_map.astype(np.int64) + 1]
+    rows = np.arange(height) // stride
+    cols = np.arange(width) // stride
+    cell = rows[:, None] * w + cols[None, :]
+    known = cls >= 0
+    flat = cls[known] * (h * w) + cell[known]
+    counts = np.bincount(flat, minlength=n_classes * h * w).astype(np.float32)
+    return torch.from_numpy(counts.reshape(n_classes, h, w))
+
+
+def _background_cells(label_map: np.ndarray, stride: int, grid, margin: float) -> np.ndarray:
+    """Boolean ``(h, w)``: cells farther than ``margin * diagonal`` from every object pixel."""
+    from scipy.ndimage import distance_transform_edt
+
+    height, width = label_map.shape
+    h, w = grid
+    objects = label_map > 0
+    if not objects.any():
+        return np.zeros((h, w), dtype=bool)
+    rows = np.minimum((np.arange(h) * stride + stride // 2), height - 1)
+    cols = np.minimum((np.arange(w) * stride + stride // 2), width - 1)
+    small = objects[np.ix_(rows, cols)]
+    # distance on the grid, in pixels (approximately: grid cells are stride pixels apart)
+    if not small.any():
+        small = np.zeros_like(small)
+        rr, cc = np.nonzero(objects)
+        small[np.minimum(rr // stride, h - 1), np.minimum(cc // stride, w - 1)] = True
+    distance = distance_transform_edt(~small) * stride
+    return distance > margin * float(np.hypot(height, width))
+
+
+def _subsample_references(refs: References, limit: int) -> References:
+    """Keep at most ``limit`` references, stratified by dominant class so small objects survive."""
+    generator = torch.Generator().manual_seed(0)
+    dominant = refs.labels.argmax(1).cpu()
+    classes = dominant.unique()
+    share = max(1, limit // len(classes))
+    keep = []
+    for c in classes.tolist():
+        members = torch.nonzero(dominant == c).flatten()
+        if len(members) > share:
+            members = members[torch.randperm(len(members), generator=generator)[:share]]
+        keep.append(members)
+    keep = torch.cat(keep).to(refs.embeddings.device)
+    return References(refs.embeddings[keep], refs.labels[keep])
+
+
+class LabelTransfer:
+    """Label transfer over one video with cached embeddings.
+
+    Parameters
+    ----------
+    frames : uint8 ``(T, H, W, 3)`` array-like (LazyFrames works)
+    model : an EmbeddingModel, or a name/path for :func:`simwidgets.models.load_model`
+    config : :class:`TransferConfig`; keyword overrides may also be passed to :meth:`propagate`
+    device : compute device (automatic when None)
+    """
+
+    def __init__(self, frames, model="default", config: TransferConfig | None = None, device=None):
+        self.model = load_model(model)
+        self.config = config or TransferConfig()
+        self.cache = EmbeddingCache(self.model, frames, device=device)
+        self.device = self.cache.device
+        self.n_frames, self.height, self.width = self.cache.n_frames, self.cache.height, self.cache.width
+        self.grid = self.cache.grid
+        self.stride = self.model.stride
+
+    # --------------------------------------------------------------------- references
+    def _normalise_references(self, references) -> dict[int, np.ndarray]:
+        if isinstance(references, Scribbles):
+            if references.n_frames != self.n_frames:
+                raise BadInputError(
+                    f"frame-count mismatch: scribbles for {references.n_frames} frames, video has {self.n_frames}"
+                )
+            references = references_from_scribbles(
+                references, self.height, self.width, self.config.brush_width
+            )
+        if not isinstance(references, Mapping):
+            raise BadInputError(
+                "references must be Scribbles or a dict {frame_idx: (H, W) label map with -1 for unknown}"
+            )
+        result = {}
+        for frame_idx, label_map in references.items():
+            if isinstance(frame_idx, bool) or not isinstance(frame_idx, (int, np.integer)):
+                raise BadInputError(f"reference frame index must be an integer; got {frame_idx!r}")
+            if not 0 <= frame_idx < self.n_frames:
+                raise BadInputError(f"reference frame_idx {frame_idx} is outside the video (0..{self.n_frames - 1})")
+            label_map = np.asarray(label_map)
+            if label_map.shape != (self.height, self.width):
+                raise BadInputError(
+                    f"reference mask for frame {frame_idx} has shape {label_map.shape}; "
+                    f"the frames are {(self.height, self.width)}"
+                )
+            if not (np.issubdtype(label_map.dtype, np.integer) or label_map.dtype == bool):
+                raise BadInputError(f"reference mask for frame {frame_idx} must hold integers; got {label_map.dtype}")
+            label_map = label_map.astype(np.int64)
+            if label_map.size and (label_map.min() < UNKNOWN or label_map.max() > 255):
+                raise BadInputError(
+                    f"reference mask for frame {frame_idx} holds ids outside -1..255 "
+                    f"({label_map.min()}..{label_map.max()})"
+                )
+            if (label_map >= 0).any():
+                result[int(frame_idx)] = label_map
+        if not result:
+            raise BadInputError("no reference pixels: the scribbles or masks given are empty")
+        return result
+
+    def build_references(self, references: dict[int, np.ndarray], class_ids: list[int], config: TransferConfig):
+        """Reference cells of all annotated frames, plus the per-frame label grids."""
+        class_index = {object_id: i for i, object_id in enumerate(class_ids)}
+        use_background = 0 not in {int(v) for m in references.values() for v in np.unique(m)} and (
+            config.background_margin is not None
+        )
+        embeddings, labels, grids = [], [], {}
+        for frame_idx, label_map in sorted(references.items()):
+            counts = _cell_distributions(label_map, class_index, self.stride, self.grid)
+            if use_background:
+                background = torch.from_numpy(
+                    _background_cells(label_map, self.stride, self.grid, config.background_margin)
+                )
+                counts[0][background & (counts.sum(0) == 0)] = 1.0
+            total = counts.sum(0)
+            known = total > 0
+            dist = counts[:, known] / total[known]
+            emb = self.cache[frame_idx][:, known]
+            embeddings.append(emb.T)
+            labels.append(dist.T.to(self.device))
+            grids[frame_idx] = (known, (counts / total.clamp_min(1e-12)).to(self.device))
+        refs = References(torch.cat(embeddings), torch.cat(labels))
+        if len(refs) > config.max_references:
+            refs = _subsample_references(refs, config.max_references)
+        return refs, grids
+
+    # --------------------------------------------------------------------- kernel
+    @staticmethod
+    def _topk_global(queries: torch.Tensor, refs: References, k: int):
+        """Top-``k`` similarities ``(N, k)`` and reference indices of ``(N, D)`` queries."""
+        values, index = [], []
+        block = 8192
+        for start in range(0, queries.shape[0], block):
+            v, i = (queries[start : start + block] @ refs.embeddings.T).topk(k, dim=1)
+            values.append(v)
+            index.append(i)
+        return torch.cat(values), torch.cat(index)
+
+    def _local_candidates(self, query, context, config):
+        """Top-``k`` context references within the spatial window of each query cell.
+
+        The grid is cut into square tiles; each tile's queries are compared (one batched
+        matmul) with the context cells of the tile grown by ``window`` on every side, and
+        cells outside a query's own window or outside the frame are masked.  Returns
+        similarities ``(h*w, k)`` and label distributions ``(h*w, k, C)``.
+        """
+        dim, h, w = query.shape
+        n_classes = context[0][1].shape[0]
+        radius, tile = config.window, 8
+        size = tile + 2 * radius
+        hp, wp = -(-h // tile) * tile, -(-w // tile) * tile
+        device = query.device
+
+        def pad(x, value=0.0):
+            return F.pad(x, (radius, radius + wp - w, radius, radius + hp - h), value=value)
+
+        # keys: (n_ctx, D + C + 1, H', W') -> tiles (L, n_ctx * size^2, D + C + 1)
+        stacked = torch.stack(
+            [torch.cat([emb, probs, torch.ones((1, h, w), device=device)]) for emb, probs in context]
+        )
+        patches = F.unfold(pad(stacked), kernel_size=size, stride=tile)  # (n_ctx, ch*size^2, L)
+        n_ctx, channels = stacked.shape[0], stacked.shape[1]
+        n_tiles = patches.shape[-1]
+        patches = patches.view(n_ctx, channels, size * size, n_tiles).permute(3, 0, 2, 1)
+        patches = patches.reshape(n_tiles, n_ctx * size * size, channels)
+        keys = patches[..., :dim].contiguous()
+        key_labels = patches[..., dim : dim + n_classes].contiguous()
+        valid = patches[..., -1] > 0.5
+        # queries: (L, tile^2, D)
+        q = F.unfold(F.pad(query, (0, wp - w, 0, hp - h))[None], kernel_size=tile, stride=tile)[0]
+        q = q.view(dim, tile * tile, n_tiles).permute(2, 1, 0).contiguous()
+        sims = torch.bmm(q, keys.transpose(1, 2))  # (L, tile^2, n_ctx*size^2)
+        # exact square window around each query inside its tile
+        offs = torch.arange(tile, device=device)
+        key_pos = torch.arange(size, device=device) - radius
+        near_r = (key_pos[None, :] - offs[:, None]).abs() <= radius  # (tile, size)
+        near = (near_r[:, None, :, None] & near_r[None, :, None, :]).reshape(tile * tile, size * size)
+        allowed = near.repeat(1, n_ctx)[None] & valid[:, None, :]
+        sims.masked_fill_(~allowed, float("-inf"))
+        k = min(config.top_k, sims.shape[-1])
+        values, index = sims.topk(k, dim=-1)  # (L, tile^2, k)
+        labels = torch.gather(
+            key_labels[:, None].expand(-1, tile * tile, -1, -1),
+            2,
+            index[..., None].expand(-1, -1, -1, n_classes),
+        )  # (L, tile^2, k, C)
+        # back to grid order: tile (ty, tx), offset (oy, ox) -> row ty*tile+oy, col tx*tile+ox
+        nty, ntx = hp // tile, wp // tile
+
+        def untile(x):
+            rest = x.shape[2:]
+            x = x.view(nty, ntx, tile, tile, *rest).transpose(1, 2).reshape(hp, wp, *rest)
+            return x[:h, :w].reshape(h * w, *rest)
+
+        return untile(values), untile(labels)
+
+    def _vote_frame(
+        self,
+        query: torch.Tensor,
+        refs: References,
+        context: list[tuple[torch.Tensor, torch.Tensor]],
+        config: TransferConfig,
+    ) -> torch.Tensor:
+        """Probabilities ``(C, h, w)`` of one frame from global references and context frames.
+
+        ``query`` is ``(D, h, w)``; each context entry is ``(embedding (D, h, w), probs (C, h, w))``.
+        The ``top_k`` votes are taken over the union of the global references and the
+        context cells inside each query's window.
+        """
+        dim, h, w = query.shape
+        n_classes = refs.labels.shape[1]
+        flat = query.reshape(dim, -1).T
+        k = min(config.top_k, len(refs))
+        values, index = self._topk_global(flat, refs, k)
+        labels = refs.labels[index]  # (N, k, C)
+        if context:
+            local_values, local_labels = self._local_candidates(query, context, config)
+            values = torch.cat([values, local_values], dim=1)
+            labels = torch.cat([labels, local_labels], dim=1)
+            k = min(config.top_k, values.shape[1])
+            values, pick = values.topk(k, dim=1)
+            labels = torch.gather(labels, 1, pick[..., None].expand(-1, -1, n_classes))
+        weights = torch.softmax(values / config.temperature, dim=1)
+        weights = torch.nan_to_num(weights, nan=0.0)
+        probs = (weights[..., None] * labels).sum(1)
+        return probs.T.reshape(n_classes, h, w)
+
+    def _sweep(self, order: list[int], refs, grids, config) -> dict[int, torch.Tensor]:
+        """Label frames in ``order``, each with the previous ``n_context`` as context."""
+        context: list[tuple[torch.Tensor, torch.Tensor]] = []
+        result = {}
+        for frame_idx in order:
+            query = self.cache[frame_idx]
+            probs = self._vote_frame(query, refs, context if config.temporal else [], config)
+            if frame_idx in grids:
+                # on an annotated frame the user's labels are facts: clamp them
+                known, dist = grids[frame_idx]
+                probs[:, known] = dist[:, known]
+            result[frame_idx] = probs
+            if config.temporal and config.n_context > 0:
+                context.append((query, probs))
+                context = context[-config.n_context :]
+        return result
+
+    # --------------------------------------------------------------------- public
+    def propagate(self, references, progress: bool = False, **overrides) -> PropagationResult:
+        """Label every frame.
+
+        Parameters
+        ----------
+        references : :class:`Scribbles`, or ``{frame_idx: (H, W) int label map}`` with -1
+            for unknown pixels (a full ground-truth mask works too)
+        progress : show tqdm progress bars
+        overrides : fields of :class:`TransferConfig` for this call only
+
+        Returns
+        -------
+        PropagationResult with ``masks`` ``(T, H, W)`` uint8.
+        """
+        import time
+
+        start = time.perf_counter()
+        config = replace(self.config, **overrides) if overrides else self.config
+        references = self._normalise_references(references)
+        class_ids = sorted({0} | {int(v) for m in references.values() for v in np.unique(m) if v >= 0})
+        self.cache.ensure(progress=progress)
+        refs, grids = self.build_references(references, class_ids, config)
+        annotated = sorted(references)
+        if config.temporal:
+            first, last = annotated[0], annotated[-1]
+            forward = self._sweep(list(range(first, self.n_frames)), refs, grids, config)
+            backward = self._sweep(list(range(last, -1, -1)), refs, grids, config)
+            probabilities = []
+            for t in range(self.n_frames):
+                if t in forward and t in backward:
+                    previous = max(a for a in annotated if a <= t)
+                    following = min(a for a in annotated if a >= t)
+                    w_f = 1.0 / (1 + t - previous)
+                    w_b = 1.0 / (1 + following - t)
+                    probabilities.append((w_f * forward[t] + w_b * backward[t]) / (w_f + w_b))
+                else:
+                    probabilities.append(forward[t] if t in forward else backward[t])
+        else:
+            swept = self._sweep(list(range(self.n_frames)), refs, grids, config)
+            probabilities = [swept[t] for t in range(self.n_frames)]
+        masks, confidence, entropy = self._finish(probabilities, class_ids)
+        return PropagationResult(
+            masks=masks,
+            object_ids=class_ids,
+            confidence=confidence,
+            entropy=entropy,
+            seconds=time.perf_counter() - start,
+            probabilities=probabilities,
+        )
+
+    def _finish(self, probabilities, class_ids):
+        """Upsample scores to full resolution, argmax, and per-frame confidence."""
+        h, w = self.grid
+        lut = torch.tensor(class_ids, dtype=torch.uint8)
+        masks = np.empty((self.n_frames, self.height, self.width), dtype=np.uint8)
+        confidence = np.empty(self.n_frames, dtype=np.float32)
+        entropy = np.empty(self.n_frames, dtype=np.float32)
+        n_classes = len(class_ids)
+        for t, probs in enumerate(probabilities):
+            top = probs.max(0).values
+            confidence[t] = float(top.mean())
+            if n_classes > 1:
+                ent = -(probs.clamp_min(1e-8).log() * probs).sum(0) / np.log(n_classes)
+                entropy[t] = float(ent.mean())
+            else:
+                entropy[t] = 0.0
+            up = F.interpolate(
+                probs[None], size=(h * self.stride, w * self.stride), mode="bilinear", align_corners=False
+            )[0, :, : self.height, : self.width]
+            masks[t] = lut[up.argmax(0).cpu()].numpy()
+        return masks, confidence, entropy
+
+
+def propagate(frames, references, model="default", device=None, progress: bool = False, **config) -> np.ndarray:
+    """Label every pixel of every frame from scribbles or reference masks.
+
+    ``frames`` uint8 ``(T, H, W, 3)``; ``references`` a :class:`Scribbles` or
+    ``{frame_idx: (H, W) label map}`` (``-1`` = unknown); ``model`` an EmbeddingModel or a
+    name/path (``"default"``, ``"baseline"``, a checkpoint).  Keyword arguments are
+    :class:`TransferConfig` fields.  Returns ``(T, H, W)`` uint8 masks.
+    """
+    engine = LabelTransfer(frames, model=model, config=TransferConfig(**config), device=device)
+    return engine.propagate(references, progress=progress).masks

@@ -1,0 +1,173 @@
+"""Label transfer: the kNN kernel against a naive reference, propagation quality on
+synthetic and real videos, the embedding cache, and its inputs."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from simwidgets.errors import BadInputError
+from simwidgets.features import ColourPositionEmbedding
+from simwidgets.scribbles import Scribbles
+from simwidgets.transfer import LabelTransfer, References, TransferConfig, propagate
+from simwidgets.video import synthetic_video
+
+
+def naive_vote(query, refs, context, config):
+    """Reference implementation, one query cell at a time (slow, obviously right)."""
+    dim, h, w = query.shape
+    n_classes = refs.labels.shape[1]
+    out = torch.zeros(n_classes, h, w)
+    r = config.window
+    for y in range(h):
+        for x in range(w):
+            q = query[:, y, x]
+            sims = [refs.embeddings @ q]
+            labels = [refs.labels]
+            for emb, probs in context:
+                y0, y1, x0, x1 = max(0, y - r), min(h, y + r + 1), max(0, x - r), min(w, x + r + 1)
+                keys = emb[:, y0:y1, x0:x1].reshape(dim, -1).T
+                sims.append(keys @ q)
+                labels.append(probs[:, y0:y1, x0:x1].reshape(n_classes, -1).T)
+            sims, labels = torch.cat(sims), torch.cat(labels)
+            values, index = sims.topk(min(config.top_k, len(sims)))
+            weights = torch.softmax(values / config.temperature, 0)
+            out[:, y, x] = weights @ labels[index]
+    return out
+
+
+@pytest.mark.parametrize("window,n_context", [(2, 1), (3, 2), (12, 3)])
+def test_vote_kernel_matches_naive_reference(window, n_context):
+    torch.manual_seed(0)
+    h, w, dim, n_classes = 11, 19, 8, 3
+    engine = LabelTransfer(np.zeros((1, h * 4, w * 4, 3), np.uint8), model=ColourPositionEmbedding(stride=4))
+    config = TransferConfig(top_k=7, temperature=0.1, window=window)
+    emb = lambda: torch.nn.functional.normalize(torch.randn(dim, h, w), dim=0)  # noqa: E731
+    refs = References(
+        torch.nn.functional.normalize(torch.randn(25, dim), dim=1),
+        torch.softmax(torch.randn(25, n_classes), 1),
+    )
+    context = [(emb(), torch.softmax(torch.randn(n_classes, h, w), 0)) for _ in range(n_context)]
+    query = emb()
+    fast = engine._vote_frame(query, refs, context, config)
+    slow = naive_vote(query, refs, context, config)
+    assert torch.allclose(fast, slow, atol=1e-5)
+    # without context only the global references vote
+    assert torch.allclose(engine._vote_frame(query, refs, [], config), naive_vote(query, refs, [], config), atol=1e-5)
+
+
+@pytest.fixture(scope="module")
+def video():
+    return synthetic_video(n_frames=10, n_objects=2, height=96, width=128, seed=3)
+
+
+@pytest.mark.parametrize("temporal", [False, True])
+def test_mask_propagation_on_synthetic_video(video, temporal):
+    engine = LabelTransfer(video.frames, model="baseline")
+    result = engine.propagate({0: video.masks[0]}, temporal=temporal)
+    assert result.masks.shape == video.masks.shape and result.masks.dtype == np.uint8
+    assert result.object_ids == [0, 1, 2]
+    accuracy = (result.masks == video.masks).mean(axis=(1, 2))
+    assert accuracy.min() > 0.95, accuracy
+    # each object is found where it is, frame after frame
+    for obj in (1, 2):
+        inter = ((result.masks == obj) & (video.masks == obj)).sum()
+        union = ((result.masks == obj) | (video.masks == obj)).sum()
+        assert inter / union > 0.85
+    assert result.confidence.shape == (video.n_frames,) and np.all(result.confidence <= 1.0 + 1e-6)
+    assert np.all((result.entropy >= 0) & (result.entropy <= 1 + 1e-6))
+
+
+def test_scribbles_label_the_whole_video(video):
+    scribbles = Scribbles(video.n_frames, "synthetic")
+    h, w = video.size
+    points = {}
+    for obj in (0, 1, 2):
+        rows, cols = np.nonzero(video.masks[4] == obj)
+        pick = np.linspace(0, len(rows) - 1, 30).astype(int)
+        points[obj] = rows[pick], cols[pick]
+        for r, c in zip(*points[obj]):  # dots: no line may cross another object
+            scribbles.add_pixel_stroke(4, [[c + 0.5, r + 0.5]], obj, height=h, width=w)
+    masks = propagate(video.frames, scribbles, model="baseline", brush_width=1)
+    assert (masks == video.masks).mean() > 0.9
+    # the scribbled pixels themselves keep their labels
+    for obj, (rows, cols) in points.items():
+        assert np.mean(masks[4][rows, cols] == obj) > 0.9
+
+
+def test_object_only_scribbles_still_find_background(video):
+    """The DAVIS protocol's first human scribbles mark objects only: far cells become background."""
+    scribbles = Scribbles(video.n_frames)
+    h, w = video.size
+    rows, cols = np.nonzero(video.masks[0] == 1)
+    centre = [cols.mean() + 0.5, rows.mean() + 0.5]
+    scribbles.add_pixel_stroke(0, [centre, [centre[0] + 2, centre[1] + 1]], 1, height=h, width=w)
+    masks = propagate(video.frames, scribbles, model="baseline", background_margin=0.2)
+    assert set(np.unique(masks)) == {0, 1}
+    background = video.masks == 0
+    assert np.mean(masks[background] == 0) > 0.8
+    with pytest.raises(BadInputError, match="no reference"):
+        propagate(video.frames, Scribbles(video.n_frames), model="baseline")
+
+
+def test_cache_embeds_each_frame_once(video):
+    engine = LabelTransfer(video.frames, model="baseline")
+    engine.propagate({0: video.masks[0]})
+    assert engine.cache.n_computed == video.n_frames
+    engine.propagate({0: video.masks[0], 5: video.masks[5]})
+    engine.propagate({3: video.masks[3]}, temporal=False)
+    assert engine.cache.n_computed == video.n_frames
+
+
+def test_annotated_frames_keep_their_labels(video):
+    engine = LabelTransfer(video.frames, model="baseline")
+    masks = engine.propagate({0: video.masks[0], 9: video.masks[9]}).masks
+    for t in (0, 9):
+        assert (masks[t] == video.masks[t]).mean() > 0.97
+
+
+def test_real_sequence_semi_supervised(bear):
+    """Frame-0 ground truth of the real bear sequence, 16 frames: the baseline keeps the bear."""
+    from simwidgets.metrics import evaluate_masks
+
+    frames, masks = bear.frames[:16], bear.masks[:16]
+    pred = propagate(frames, {0: masks[0]}, model=ColourPositionEmbedding(stride=8))
+    scores = evaluate_masks(pred[1:], masks[1:])
+    assert scores.j_mean > 0.7, scores.summary()
+    # and a video where the object is replaced by another frame's mask scores lower
+    shuffled = evaluate_masks(pred[1:], masks[::-1][1:16])
+    assert shuffled.j_mean < scores.j_mean
+
+
+@pytest.mark.parametrize(
+    "references,message",
+    [
+        ({0: np.zeros((5, 5), int)}, "shape"),
+        ({99: None}, "outside the video"),
+        ({-1: None}, "outside the video"),
+        ({0.5: None}, "integer"),
+        ({0: "mask"}, "shape|integer"),
+        ([1, 2], "dict"),
+    ],
+)
+def test_bad_references(video, references, message):
+    engine = LabelTransfer(video.frames, model="baseline")
+    fixed = {}
+    if isinstance(references, dict):
+        for k, v in references.items():
+            fixed[k] = np.zeros(video.size, int) if v is None else v
+    else:
+        fixed = references
+    with pytest.raises(BadInputError, match=message):
+        engine.propagate(fixed)
+
+
+def test_bad_config_and_frames(video):
+    with pytest.raises(BadInputError, match="top_k"):
+        TransferConfig(top_k=0)
+    with pytest.raises(BadInputError, match="temperature"):
+        TransferConfig(temperature=0)
+    with pytest.raises(BadInputError, match="frame-count"):
+        LabelTransfer(video.frames, model="baseline").propagate(Scribbles(3))
+    with pytest.raises(BadInputError, match="shape"):
+        LabelTransfer(video.frames[..., 0], model="baseline")
