@@ -35,7 +35,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .errors import BadInputError
-from .models import EmbeddingModel, register_arch
+from .models import EmbeddingModel, coordinate_channels, register_arch
 
 __all__ = [
     "EfficientNetLite0",
@@ -387,6 +387,19 @@ class _BackboneEmbedding(EmbeddingModel):
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(self.backbone(x))
+
+    def embed_levels(self, levels: dict[int, torch.Tensor]) -> torch.Tensor:
+        """The forward pass from precomputed backbone levels (``self.backbone(x)``).
+
+        Lets test-time adaptation run the frozen backbone once and train only the head.
+        Same result as ``self(x)``: head, coordinates, L2 normalisation.
+        """
+        feats = self.head(levels)
+        if self.coord_weight > 0:
+            b, _, h, w = feats.shape
+            coords = coordinate_channels(b, h, w, feats.device, feats.dtype) * self.coord_weight
+            feats = torch.cat([feats, coords], dim=1)
+        return F.normalize(feats.float(), dim=1)
 
 
 @register_arch("effnet-lite0")

