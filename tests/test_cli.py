@@ -1,0 +1,102 @@
+"""The headless CLI end to end on a shipped real sequence, and its one-line errors."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from simwidgets.cli import main
+
+REPO = Path(__file__).resolve().parent.parent
+DAVIS = REPO / "data" / "davis"
+
+
+def test_propagate_from_first_mask_writes_palette_pngs(tmp_path, capsys):
+    out = tmp_path / "masks"
+    code = main(["propagate", "--davis-root", str(DAVIS), "--sequence", "dog-agility", "--first-mask",
+                 "--model", "baseline", "--no-temporal", "--out", str(out)])
+    assert code == 0
+    files = sorted(out.glob("*.png"))
+    assert [f.name for f in files] == [f"{i:05d}.png" for i in range(25)]
+    first = Image.open(files[0])
+    assert first.mode == "P" and first.size == (854, 480)
+    gt = np.asarray(Image.open(DAVIS / "Annotations/480p/dog-agility/00000.png")) > 0
+    assert (np.asarray(first) > 0).sum() > 0
+    assert np.mean((np.asarray(first) > 0) == gt) > 0.97
+    assert "s per frame" in capsys.readouterr().out
+
+
+def test_propagate_from_official_scribbles(tmp_path):
+    out = tmp_path / "masks"
+    code = main(["propagate", "--davis-root", str(DAVIS), "--sequence", "tennis",
+                 "--scribbles", str(DAVIS / "Scribbles/tennis/003.json"), "--model", "baseline",
+                 "--no-temporal", "--out", str(out)])
+    assert code == 0
+    labels = set()
+    for path in sorted(out.glob("*.png"))[::10]:
+        labels |= set(np.unique(np.asarray(Image.open(path))).tolist())
+    assert labels == {0, 1, 2}  # player and racket, plus background
+
+
+def test_evaluate_semi_writes_json(tmp_path):
+    out = tmp_path / "result.json"
+    masks = tmp_path / "saved"
+    code = main(["evaluate", "--davis-root", str(DAVIS), "--sequences", "dog-agility", "--protocol", "semi",
+                 "--model", "baseline", "--no-temporal", "--save-masks", str(masks), "--json", str(out)])
+    assert code == 0
+    result = json.loads(out.read_text())
+    row = result["sequences"]["dog-agility"]
+    for key in ("J", "F", "J&F", "seconds", "seconds_per_frame"):
+        assert np.isfinite(row[key])
+    assert 0 < row["J"] < 1 and 0 < row["F"] < 1
+    assert row["J&F"] == pytest.approx((row["J"] + row["F"]) / 2)
+    assert result["mean"]["J&F"] == pytest.approx(row["J&F"])
+    assert result["protocol"] == "semi" and result["config"]["temporal"] is False
+    assert len(list((masks / "dog-agility").glob("*.png"))) == 25
+
+
+@pytest.mark.parametrize(
+    "argv,message",
+    [
+        (["propagate", "--davis-root", "/nonexistent", "--sequence", "bear", "--first-mask", "--out", "x"],
+         "not a DAVIS root"),
+        (["propagate", "--davis-root", str(DAVIS), "--sequence", "nope", "--first-mask", "--out", "x"],
+         "unknown sequence 'nope'"),
+        (["evaluate", "--davis-root", str(DAVIS), "--sequences", "bear,nope", "--json", "x.json"],
+         "unknown sequence"),
+        (["propagate", "--davis-root", str(DAVIS), "--sequence", "bear", "--scribbles", "/nonexistent.json",
+          "--out", "x"], "scribble file not found"),
+        (["propagate", "--davis-root", str(DAVIS), "--sequence", "dog-agility",
+          "--scribbles", str(DAVIS / "Scribbles/bear/001.json"), "--out", "x"], "frame-count mismatch"),
+        (["propagate", "--davis-root", str(DAVIS), "--sequence", "bear", "--first-mask", "--model",
+          "/nonexistent.pt", "--out", "x"], "checkpoint not found"),
+    ],
+)
+def test_one_line_errors(argv, message, capsys, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: ") and message in err and "\n" not in err
+
+
+def test_mask_size_mismatch_is_named(tmp_path):
+    root = tmp_path / "davis"
+    frames = root / "JPEGImages/480p/toy"
+    anns = root / "Annotations/480p/toy"
+    frames.mkdir(parents=True)
+    anns.mkdir(parents=True)
+    for i in range(3):
+        Image.fromarray(np.zeros((40, 60, 3), np.uint8)).save(frames / f"{i:05d}.jpg")
+        Image.fromarray(np.zeros((20, 30), np.uint8)).save(anns / f"{i:05d}.png")
+    result = subprocess.run(
+        [sys.executable, "-m", "simwidgets", "propagate", "--davis-root", str(root), "--sequence", "toy",
+         "--first-mask", "--out", str(tmp_path / "o")],
+        capture_output=True, text=True,
+    )
+    assert result.returncode == 2
+    assert result.stderr.startswith("error: mask") and "30x20" in result.stderr and "Traceback" not in result.stderr
