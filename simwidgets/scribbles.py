@@ -218,6 +218,14 @@ class Scribbles:
 
     __add__ = merge
 
+    def clip(self, start: int, stop: int) -> "Scribbles":
+        """The strokes of frames ``start..stop-1``, re-indexed from 0 (for a clip of the video)."""
+        if not 0 <= start < stop <= self.n_frames:
+            raise BadInputError(f"clip {start}:{stop} is not inside the video (0..{self.n_frames})")
+        clipped = Scribbles(stop - start, self.sequence)
+        clipped.frames = [list(strokes) for strokes in self.frames[start:stop]]
+        return clipped
+
     # ------------------------------------------------------------------ queries
     def __len__(self) -> int:
         """Total number of strokes."""

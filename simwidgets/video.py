@@ -186,6 +186,15 @@ class VideoSequence:
             return []
         return [int(i) for i in np.unique(self.masks) if i > 0]
 
+    def clip(self, start: int, stop: int) -> "VideoSequence":
+        """Frames ``start..stop-1`` with their masks and scribbles (re-indexed from 0)."""
+        if not 0 <= start < stop <= self.n_frames:
+            raise BadInputError(f"clip {start}:{stop} is not inside the video (0..{self.n_frames})")
+        frames = self.frames[start:stop]
+        masks = None if self.masks is None else self.masks[start:stop]
+        scribbles = {k: s.clip(start, stop) for k, s in self.scribbles.items()}
+        return VideoSequence(name=self.name, frames=np.asarray(frames), masks=masks, scribbles=scribbles)
+
     def __repr__(self) -> str:
         h, w = self.size
         return (

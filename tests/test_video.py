@@ -234,3 +234,15 @@ def test_video_sequence_validates_masks(synthetic):
     video = VideoSequence("x", synthetic.frames, synthetic.masks.astype(np.uint8))
     assert video.masks.dtype == np.int64
     np.testing.assert_array_equal(video.masks, synthetic.masks)
+
+
+def test_clip_keeps_frames_masks_and_scribbles_aligned(bear):
+    clip = bear.clip(30, 50)
+    assert clip.n_frames == 20
+    assert np.array_equal(clip.frames[9], bear.frames[39])
+    assert np.array_equal(clip.masks, bear.masks[30:50])
+    official = bear.scribbles["001"]
+    assert clip.scribbles["001"].annotated_frames == [f - 30 for f in official.annotated_frames]
+    assert clip.scribbles["001"].frames[9] == official.frames[39]
+    with pytest.raises(BadInputError, match="not inside"):
+        bear.clip(50, 30)

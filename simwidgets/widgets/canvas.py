@@ -38,6 +38,7 @@ from ..errors import BadInputError
 from ..palette import MAX_OBJECTS, davis_palette, object_colour
 from ..scribbles import Scribbles, Stroke
 from ..video import LazyFrames, VideoSequence, validate_masks
+from ..viz import mask_rgba
 from .autosave import Autosave, AutosaveWarning, default_autosave_path, video_name
 from .coords import canvas_size_for, canvas_to_normalised, normalised_to_canvas
 
@@ -105,34 +106,9 @@ def _check_label_range(masks: np.ndarray, where: str) -> None:
 def mask_overlay(mask: np.ndarray, canvas_size: tuple[int, int], opacity: float) -> np.ndarray:
     """RGBA overlay ``(canvas_height, canvas_width, 4)`` uint8 of a label map, in DAVIS colours.
 
-    Objects are filled with ``opacity`` and outlined at twice that (so boundaries stay
-    visible at low opacity); background is transparent.  The label map is resized with
-    nearest neighbour, so no mixed ids appear at boundaries.
+    See :func:`simwidgets.viz.mask_rgba` (objects filled, outlined at twice the opacity).
     """
-    ch, cw = canvas_size
-    labels = np.asarray(mask)
-    if labels.max(initial=0) > MAX_OBJECTS or labels.min(initial=0) < 0:
-        raise BadInputError(f"mask values must be object ids in 0..{MAX_OBJECTS}")
-    labels = labels.astype(np.uint8)
-    if labels.shape != (ch, cw):
-        labels = np.asarray(Image.fromarray(labels, mode="L").resize((cw, ch), Image.NEAREST))
-    fill = int(round(opacity * 255))
-    lut = np.empty((256, 4), dtype=np.uint8)
-    lut[:, :3] = _PALETTE
-    lut[:, 3] = fill
-    lut[0, 3] = 0
-    rgba = lut[labels]
-    # boundaries: a pixel whose right or lower neighbour has another id (and that neighbour)
-    horizontal = labels[:, :-1] != labels[:, 1:]
-    vertical = labels[:-1] != labels[1:]
-    edge = np.zeros((ch, cw), dtype=bool)
-    edge[:, :-1] |= horizontal
-    edge[:, 1:] |= horizontal
-    edge[:-1] |= vertical
-    edge[1:] |= vertical
-    edge &= labels > 0
-    rgba[edge, 3] = min(255, 2 * fill)
-    return rgba
+    return mask_rgba(mask, size=canvas_size, opacity=opacity)
 
 
 @dataclass
