@@ -421,8 +421,11 @@ class LabelTransfer:
         probs = (weights[..., None] * labels).sum(1)
         return probs.T.reshape(n_classes, h, w)
 
-    def _sweep(self, order: list[int], refs, grids, config) -> dict[int, torch.Tensor]:
-        """Label frames in ``order``, each with the previous ``n_context`` as context."""
+    def _sweep(self, order: list[int], refs, grids, config, tick=None) -> dict[int, torch.Tensor]:
+        """Label frames in ``order``, each with the previous ``n_context`` as context.
+
+        ``tick()`` (if given) is called after each frame, for progress reports.
+        """
         context: list[tuple[torch.Tensor, torch.Tensor]] = []
         result = {}
         for frame_idx in order:
@@ -436,10 +439,12 @@ class LabelTransfer:
             if config.temporal and config.n_context > 0:
                 context.append((query, probs))
                 context = context[-config.n_context :]
+            if tick is not None:
+                tick()
         return result
 
     # --------------------------------------------------------------------- public
-    def propagate(self, references, progress: bool = False, **overrides) -> PropagationResult:
+    def propagate(self, references, progress: bool = False, callback=None, **overrides) -> PropagationResult:
         """Label every frame.
 
         Parameters
@@ -447,6 +452,8 @@ class LabelTransfer:
         references : :class:`Scribbles`, or ``{frame_idx: (H, W) int label map}`` with -1
             for unknown pixels (a full ground-truth mask works too)
         progress : show tqdm progress bars
+        callback : called as ``callback(done, total)`` after each frame is labelled (a
+            frame labelled in both temporal sweeps counts twice), e.g. for a widget's bar
         overrides : fields of :class:`TransferConfig` for this call only
 
         Returns
@@ -462,10 +469,18 @@ class LabelTransfer:
         self.cache.ensure(progress=progress)
         refs, grids = self.build_references(references, class_ids, config)
         annotated = sorted(references)
+        tick = None
+        if callback is not None:
+            total = (self.n_frames - annotated[0] + annotated[-1] + 1) if config.temporal else self.n_frames
+            counter = iter(range(1, total + 1))
+
+            def tick():
+                callback(next(counter), total)
+
         if config.temporal:
             first, last = annotated[0], annotated[-1]
-            forward = self._sweep(list(range(first, self.n_frames)), refs, grids, config)
-            backward = self._sweep(list(range(last, -1, -1)), refs, grids, config)
+            forward = self._sweep(list(range(first, self.n_frames)), refs, grids, config, tick)
+            backward = self._sweep(list(range(last, -1, -1)), refs, grids, config, tick)
             probabilities = []
             for t in range(self.n_frames):
                 if t in forward and t in backward:
@@ -477,7 +492,7 @@ class LabelTransfer:
                 else:
                     probabilities.append(forward[t] if t in forward else backward[t])
         else:
-            swept = self._sweep(list(range(self.n_frames)), refs, grids, config)
+            swept = self._sweep(list(range(self.n_frames)), refs, grids, config, tick)
             probabilities = [swept[t] for t in range(self.n_frames)]
         masks, confidence, entropy = self._finish(probabilities, class_ids)
         return PropagationResult(

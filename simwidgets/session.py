@@ -1,0 +1,423 @@
+"""Interactive rounds on one video: add scribbles, propagate, look, correct, propagate again.
+
+The paper's method is interactive: a person scribbles, the labels spread to every frame,
+the person corrects the worst frame, the labels spread again.  :class:`InteractiveSession`
+holds what survives between rounds (in the spirit of SAM 2's video predictor, one object
+per video instead of a state passed around):
+
+* the **embeddings** of every frame (a :class:`~simwidgets.transfer.LabelTransfer` and its
+  cache), computed once: later rounds only redo the nearest-neighbour votes, which is what
+  makes a correction cheap;
+* the **scribbles of all rounds**, accumulated in one :class:`~simwidgets.scribbles.Scribbles`
+  and rasterised in order, so a later stroke overrides an earlier one under it: a correction
+  can add pixels to any object, background included, or take them away from one;
+* the last **result** (masks, per-frame confidence and entropy) and a **history** of rounds
+  with their timings.
+
+Three lines::
+
+    session = InteractiveSession(video, model="default")
+    session.add_scribbles(video.scribbles["001"])
+    result = session.propagate()          # masks for every frame
+
+then ``session.suggest_frame()`` names the frame the method is least sure about (no
+ground truth needed), a person scribbles there, and ``session.propagate()`` again.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass, field, replace
+from typing import Callable, Iterable, Mapping
+
+import numpy as np
+
+from .errors import BadInputError
+from .palette import MAX_OBJECTS
+from .scribbles import UNKNOWN, Scribbles, Stroke, rasterize_strokes
+from .transfer import LabelTransfer, PropagationResult, TransferConfig
+
+__all__ = ["InteractiveSession", "RoundRecord", "SUGGESTION_CRITERIA"]
+
+#: how :meth:`InteractiveSession.suggest_frame` ranks frames (highest score = least sure)
+SUGGESTION_CRITERIA = ("entropy", "confidence")
+
+
+@dataclass
+class RoundRecord:
+    """One round: the references added since the previous propagation and what it cost.
+
+    Attributes
+    ----------
+    round : 1 for the first propagation, 2 for the next...
+    frames : frames that received new strokes or masks in this round
+    n_strokes : strokes added in this round
+    object_ids : object ids present in all references after this round (0 included)
+    seconds : wall time of the propagation (embedding included)
+    embed_seconds : part of ``seconds`` spent embedding frames (0 once the cache is full)
+    n_embedded : frames embedded during this round (the whole video in round 1, then 0)
+    changed_frames : frames whose mask differs from the previous round's (all in round 1)
+    seconds_per_frame : ``seconds`` divided by the number of frames
+    """
+
+    round: int
+    frames: list[int]
+    n_strokes: int
+    object_ids: list[int]
+    seconds: float
+    embed_seconds: float
+    n_embedded: int
+    changed_frames: list[int] = field(default_factory=list)
+    seconds_per_frame: float = 0.0
+
+
+def _as_video(frames):
+    """``(frames, name)`` from a VideoSequence, an array or a LazyFrames."""
+    name = ""
+    if hasattr(frames, "frames") and hasattr(frames, "name"):  # VideoSequence
+        frames, name = frames.frames, frames.name
+    shape = tuple(getattr(frames, "shape", np.shape(frames)))
+    if len(shape) != 4 or shape[3] != 3:
+        raise BadInputError(f"frames must have shape (T, H, W, 3); got {shape}")
+    if isinstance(frames, np.ndarray) and frames.dtype != np.uint8:
+        raise BadInputError(f"frames must be uint8 RGB (0..255); got dtype {frames.dtype}")
+    if not isinstance(frames, np.ndarray) and not hasattr(frames, "__getitem__"):
+        frames = np.asarray(frames)
+    return frames, name
+
+
+class InteractiveSession:
+    """Scribble -> propagate -> correct rounds over one video, with cached embeddings.
+
+    Parameters
+    ----------
+    frames : a :class:`~simwidgets.video.VideoSequence`, a ``(T, H, W, 3)`` uint8 array or
+        :class:`~simwidgets.video.LazyFrames`
+    model : an EmbeddingModel, or a name/path for :func:`simwidgets.models.load_model`
+        (``"default"`` = the shipped model, ``"baseline"``...)
+    config : :class:`~simwidgets.transfer.TransferConfig` (top_k, temperature, temporal,
+        window, n_context, brush_width...); change it later with :meth:`configure`
+    device : compute device (automatic when None)
+
+    Attributes
+    ----------
+    transfer : the :class:`~simwidgets.transfer.LabelTransfer` (its ``cache.n_computed``
+        counts embedded frames)
+    result : the last :class:`~simwidgets.transfer.PropagationResult`, or None
+    history : list of :class:`RoundRecord`, one per propagation
+    """
+
+    def __init__(self, frames, model="default", config: TransferConfig | None = None, device=None):
+        frames, name = _as_video(frames)
+        self.name = name
+        self.transfer = LabelTransfer(frames, model=model, config=config, device=device)
+        self.n_frames = self.transfer.n_frames
+        self.height, self.width = self.transfer.height, self.transfer.width
+        self.result: PropagationResult | None = None
+        self.history: list[RoundRecord] = []
+        self._clear_inputs()
+
+    def _clear_inputs(self) -> None:
+        self._scribbles = Scribbles(self.n_frames, self.name)
+        self._masks: dict[int, np.ndarray] = {}
+        self._pending_frames: set[int] = set()
+        self._pending_strokes = 0
+        self._raster: dict[int, tuple[int, float, np.ndarray]] = {}
+
+    # ------------------------------------------------------------------ properties
+    @property
+    def config(self) -> TransferConfig:
+        return self.transfer.config
+
+    @property
+    def cache(self):
+        """The embedding cache (``cache.n_computed`` = frames embedded so far)."""
+        return self.transfer.cache
+
+    @property
+    def scribbles(self) -> Scribbles:
+        """A copy of all strokes added so far, rounds in order (DAVIS format)."""
+        return self._scribbles.copy()
+
+    @property
+    def annotated_frames(self) -> list[int]:
+        """Frames that carry a stroke or a reference mask."""
+        return sorted(set(self._scribbles.annotated_frames) | set(self._masks))
+
+    @property
+    def object_ids(self) -> list[int]:
+        """Object ids named by the references so far (0 = background, when scribbled)."""
+        ids = set(self._scribbles.object_ids)
+        for mask in self._masks.values():
+            ids |= {int(v) for v in np.unique(mask) if v >= 0}
+        return sorted(ids)
+
+    @property
+    def masks(self) -> np.ndarray | None:
+        """``(T, H, W)`` uint8 masks of the last propagation (None before the first)."""
+        return None if self.result is None else self.result.masks
+
+    @property
+    def n_rounds(self) -> int:
+        return len(self.history)
+
+    def configure(self, **options) -> TransferConfig:
+        """Change propagation options (TransferConfig fields) for the next rounds.
+
+        The embeddings stay cached: only ``top_k``, ``temperature``, ``temporal``,
+        ``window``... change, so the next :meth:`propagate` is as fast as a correction.
+        """
+        try:
+            self.transfer.config = replace(self.transfer.config, **options)
+        except TypeError as error:
+            raise BadInputError(f"unknown propagation option: {error}") from None
+        self._raster.clear()  # brush_width may have changed
+        return self.transfer.config
+
+    # ------------------------------------------------------------------ inputs
+    def _check_frame(self, frame_idx) -> int:
+        if isinstance(frame_idx, bool) or not isinstance(frame_idx, (int, np.integer)):
+            raise BadInputError(f"frame_idx must be an integer; got {frame_idx!r}")
+        if not 0 <= frame_idx < self.n_frames:
+            raise BadInputError(f"frame_idx {frame_idx} is outside the video (0..{self.n_frames - 1})")
+        return int(frame_idx)
+
+    @staticmethod
+    def _check_object(object_id, where: str) -> int:
+        if isinstance(object_id, bool) or not isinstance(object_id, (int, np.integer)):
+            raise BadInputError(f"{where}: object_id must be an integer; got {object_id!r}")
+        if not 0 <= object_id <= MAX_OBJECTS:
+            raise BadInputError(
+                f"{where}: object id {object_id} is outside the palette (0..{MAX_OBJECTS}; 0 = background)"
+            )
+        return int(object_id)
+
+    def _as_strokes(self, scribbles) -> list[tuple[int, Stroke]]:
+        """Every accepted input form as ``[(frame_idx, Stroke), ...]``, fully checked."""
+        if isinstance(scribbles, Scribbles):
+            if scribbles.n_frames != self.n_frames:
+                raise BadInputError(
+                    f"frame-count mismatch: the scribbles describe {scribbles.n_frames} frames, "
+                    f"the video has {self.n_frames}"
+                )
+            return [(f, s) for f, s in scribbles]
+        if isinstance(scribbles, Mapping) and "scribbles" in scribbles:  # DAVIS dict
+            return self._as_strokes(Scribbles.from_dict(dict(scribbles), n_frames=self.n_frames))
+        if not isinstance(scribbles, Mapping):
+            raise BadInputError(
+                "scribbles must be Scribbles, a DAVIS dict {'scribbles': [...]} or "
+                f"{{frame_idx: [strokes]}}; got {type(scribbles).__name__}"
+            )
+        pairs = []
+        for frame_idx, strokes in scribbles.items():
+            frame_idx = self._check_frame(frame_idx)
+            if isinstance(strokes, (Stroke, Mapping)):
+                strokes = [strokes]
+            for k, stroke in enumerate(strokes):
+                where = f"frame {frame_idx}, stroke {k}"
+                if isinstance(stroke, Mapping):
+                    if "path" not in stroke or "object_id" not in stroke:
+                        raise BadInputError(f"{where}: a stroke needs 'path' and 'object_id'")
+                    self._check_object(stroke["object_id"], where)
+                    stroke = Stroke(stroke["path"], stroke["object_id"], stroke.get("start_time"), stroke.get("end_time"))
+                elif not isinstance(stroke, Stroke):
+                    raise BadInputError(f"{where}: expected a Stroke or a dict; got {type(stroke).__name__}")
+                pairs.append((frame_idx, stroke))
+        return pairs
+
+    def add_scribbles(self, scribbles) -> list[int]:
+        """Add a round of strokes; they count from the next :meth:`propagate` on.
+
+        Strokes are drawn over everything added before (a background stroke over an
+        object's pixels makes them background).  Nothing is added if any stroke is
+        invalid: the check happens before the first one is stored.
+
+        Parameters
+        ----------
+        scribbles : :class:`~simwidgets.scribbles.Scribbles` of this video, a DAVIS dict
+            (e.g. what the davisinteractive robot returns), or ``{frame_idx: [stroke, ...]}``
+            where a stroke is a :class:`~simwidgets.scribbles.Stroke` or
+            ``{"path": [[x, y], ...] normalised to [0, 1], "object_id": k}``
+
+        Returns
+        -------
+        The frames that received strokes, sorted.
+        """
+        pairs = self._as_strokes(scribbles)
+        for frame_idx, stroke in pairs:
+            self._check_object(stroke.object_id, f"frame {frame_idx}")
+        for frame_idx, stroke in pairs:
+            self._scribbles.frames[frame_idx].append(
+                Stroke(stroke.path.copy(), stroke.object_id, stroke.start_time, stroke.end_time)
+            )
+            self._pending_frames.add(frame_idx)
+        self._pending_strokes += len(pairs)
+        return sorted({f for f, _ in pairs})
+
+    def add_stroke(self, frame_idx: int, path, object_id: int) -> Stroke:
+        """Add one stroke: ``path`` ``(N, 2)`` normalised ``(x, y)`` = ``(col / W, row / H)``."""
+        frame_idx = self._check_frame(frame_idx)
+        self._check_object(object_id, f"frame {frame_idx}")
+        stroke = Stroke(path, object_id)
+        self.add_scribbles({frame_idx: [stroke]})
+        return stroke
+
+    def add_mask(self, frame_idx: int, mask) -> None:
+        """Give a full (or partial) label map of one frame as references.
+
+        ``mask`` is ``(H, W)`` integer object ids, ``-1`` for pixels left unknown; strokes
+        on the same frame are drawn over it.  Replaces an earlier mask of that frame.
+        """
+        frame_idx = self._check_frame(frame_idx)
+        mask = np.asarray(mask)
+        if mask.shape != (self.height, self.width):
+            raise BadInputError(
+                f"mask for frame {frame_idx} has shape {mask.shape}; the frames are {(self.height, self.width)}"
+            )
+        if not (np.issubdtype(mask.dtype, np.integer) or mask.dtype == bool):
+            raise BadInputError(f"mask for frame {frame_idx} must hold integer object ids; got {mask.dtype}")
+        mask = mask.astype(np.int64)
+        if mask.size and (mask.min() < UNKNOWN or mask.max() > MAX_OBJECTS):
+            raise BadInputError(
+                f"mask for frame {frame_idx} holds ids {int(mask.min())}..{int(mask.max())}; "
+                f"allowed: -1 (unknown) and 0..{MAX_OBJECTS} (the palette)"
+            )
+        self._masks[frame_idx] = mask
+        self._raster.pop(frame_idx, None)
+        self._pending_frames.add(frame_idx)
+
+    def references(self) -> dict[int, np.ndarray]:
+        """``{frame_idx: (H, W) int64 label map, -1 unknown}`` of every annotated frame.
+
+        A frame's reference mask (if any) first, then its strokes in the order they were
+        added.  Rasterisations are cached per frame and redone only when it changes.
+        """
+        brush = self.config.brush_width
+        result = {}
+        for frame_idx in self.annotated_frames:
+            strokes = self._scribbles.frames[frame_idx]
+            cached = self._raster.get(frame_idx)
+            if cached is not None and cached[0] == len(strokes) and cached[1] == brush:
+                result[frame_idx] = cached[2]
+                continue
+            labels = self._masks.get(frame_idx)
+            labels = np.full((self.height, self.width), UNKNOWN, np.int64) if labels is None else labels.copy()
+            if strokes:
+                drawn = rasterize_strokes(strokes, self.height, self.width, brush)
+                labels[drawn >= 0] = drawn[drawn >= 0]
+            self._raster[frame_idx] = (len(strokes), brush, labels)
+            result[frame_idx] = labels
+        return result
+
+    # ------------------------------------------------------------------ rounds
+    def propagate(self, callback: Callable[[str, int, int], None] | None = None, **overrides) -> PropagationResult:
+        """Label every frame from all references so far; record the round.
+
+        Parameters
+        ----------
+        callback : called as ``callback(stage, done, total)`` while working, ``stage``
+            ``"embedding"`` (frames embedded) then ``"propagating"`` (frames labelled), so
+            a progress bar can follow; it must not touch the session
+        overrides : TransferConfig fields for this round only
+
+        Returns
+        -------
+        :class:`~simwidgets.transfer.PropagationResult` (also kept as :attr:`result`).
+        """
+        references = self.references()
+        if not references:
+            raise BadInputError("nothing to propagate: add scribbles (or a mask) first")
+        start = time.perf_counter()
+        before = self.cache.n_computed
+        self._embed(callback)
+        embed_seconds = time.perf_counter() - start
+        kwargs = {}
+        if callback is not None:
+            kwargs["callback"] = lambda done, total: callback("propagating", done, total)
+        result = self.transfer.propagate(references, **kwargs, **overrides)
+        seconds = time.perf_counter() - start
+        if self.result is None or self.result.masks.shape != result.masks.shape:
+            changed = list(range(self.n_frames))
+        else:
+            differs = (self.result.masks != result.masks).reshape(self.n_frames, -1).any(1)
+            changed = np.flatnonzero(differs).tolist()
+        self.history.append(
+            RoundRecord(
+                round=len(self.history) + 1,
+                frames=sorted(self._pending_frames),
+                n_strokes=self._pending_strokes,
+                object_ids=list(result.object_ids),
+                seconds=seconds,
+                embed_seconds=embed_seconds,
+                n_embedded=self.cache.n_computed - before,
+                changed_frames=changed,
+                seconds_per_frame=seconds / self.n_frames,
+            )
+        )
+        self._pending_frames, self._pending_strokes = set(), 0
+        self.result = result
+        return result
+
+    def _embed(self, callback) -> None:
+        """Fill the embedding cache, a batch at a time so ``callback`` can report progress."""
+        cache = self.cache
+        before = cache.n_computed  # the cache embeds each frame once: this counts cached frames
+        if before >= self.n_frames:
+            return
+        total = self.n_frames - before
+        if callback is not None:
+            callback("embedding", 0, total)
+        step = max(1, cache.batch_size)
+        for start in range(0, self.n_frames, step):
+            done = cache.n_computed
+            cache.ensure(range(start, min(start + step, self.n_frames)))
+            if callback is not None and cache.n_computed > done:
+                callback("embedding", cache.n_computed - before, total)
+
+    def uncertainty(self, by: str = "entropy") -> np.ndarray:
+        """``(T,)`` per-frame uncertainty of the last result, higher = less sure.
+
+        ``"entropy"``: mean normalised entropy of the votes; ``"confidence"``: one minus
+        the mean winning probability.  Both come from the transfer scores alone (no
+        ground truth), so they work on any video.
+        """
+        if by not in SUGGESTION_CRITERIA:
+            raise BadInputError(f"by must be one of {SUGGESTION_CRITERIA}; got {by!r}")
+        if self.result is None:
+            raise BadInputError("no propagation yet: call propagate() before asking for uncertainty")
+        if by == "entropy":
+            return np.asarray(self.result.entropy, dtype=np.float64)
+        return 1.0 - np.asarray(self.result.confidence, dtype=np.float64)
+
+    def suggest_frame(self, by: str = "entropy", exclude: Iterable[int] | None = None) -> int:
+        """The frame to annotate next: the least certain one not yet annotated.
+
+        Parameters
+        ----------
+        by : ``"entropy"`` or ``"confidence"`` (see :meth:`uncertainty`)
+        exclude : frames to skip (default: the annotated ones, whose labels are already
+            the user's; when every frame is excluded, all frames are candidates)
+
+        Returns
+        -------
+        A frame index in ``0..T-1``.
+        """
+        scores = self.uncertainty(by)
+        skip = set(self.annotated_frames if exclude is None else (self._check_frame(f) for f in exclude))
+        candidates = [f for f in range(self.n_frames) if f not in skip] or list(range(self.n_frames))
+        return int(max(candidates, key=lambda f: (scores[f], -f)))
+
+    def reset(self) -> None:
+        """Forget all scribbles, masks, results and history; keep the cached embeddings."""
+        self._clear_inputs()
+        self.result = None
+        self.history = []
+
+    def timings(self) -> list[dict]:
+        """The history as plain dicts (round, seconds, embed_seconds...), e.g. for a table."""
+        return [asdict(record) for record in self.history]
+
+    def __repr__(self) -> str:
+        return (
+            f"InteractiveSession({self.name!r}, {self.n_frames} frames {self.width}x{self.height}, "
+            f"{len(self._scribbles)} strokes on frames {self.annotated_frames}, {self.n_rounds} rounds)"
+        )
