@@ -56,10 +56,12 @@ class TransferConfig:
     n_context : how many previous frames serve as context when ``temporal``
     window : radius, in grid cells, of the spatial window for context references
     brush_width : pixel width used to rasterise scribble strokes
-    background_margin : when no background (id 0) is scribbled anywhere, cells farther than
-        this fraction of the frame diagonal from every object scribble, on annotated frames,
-        serve as background references (the DAVIS protocol's first human scribbles mark
-        objects only); ``None`` disables it
+    background_margin : on every annotated frame where every object is marked, cells that no
+        stroke covers and that lie farther than this fraction of the frame diagonal from all
+        object strokes serve as background references (the DAVIS protocol's first human
+        scribbles mark objects only, and a few background strokes rarely cover the scene);
+        a frame where only some objects are marked says nothing about the rest of it, so it
+        gets none; ``None`` disables it
     max_references : cap on scribble/mask reference cells (a class-stratified random subset
         is kept: a full reference mask has tens of thousands of cells, and the temporal
         context already carries its detail)
@@ -297,24 +299,27 @@ class LabelTransfer:
     def build_references(self, references: dict[int, np.ndarray], class_ids: list[int], config: TransferConfig):
         """Reference cells of all annotated frames, plus the per-frame label grids."""
         class_index = {object_id: i for i, object_id in enumerate(class_ids)}
-        use_background = 0 not in {int(v) for m in references.values() for v in np.unique(m)} and (
-            config.background_margin is not None
-        )
         embeddings, labels, grids = [], [], {}
+        all_objects = {c for c in class_ids if c > 0}
         for frame_idx, label_map in sorted(references.items()):
             counts = _cell_distributions(label_map, class_index, self.stride, self.grid)
-            if use_background:
+            user_total = counts.sum(0)
+            marks_every_object = bool(all_objects) and all(counts[class_index[c]].any() for c in all_objects)
+            # the user's labels are facts on their own frame: clamped there after voting
+            grids[frame_idx] = (user_total > 0, (counts / user_total.clamp_min(1e-12)).to(self.device))
+            if config.background_margin is not None and marks_every_object:
+                # background examples far from every object stroke (a hypothesis, so not
+                # clamped; object strokes drawn later near a cell take it out again)
                 background = torch.from_numpy(
                     _background_cells(label_map, self.stride, self.grid, config.background_margin)
                 )
-                counts[0][background & (counts.sum(0) == 0)] = 1.0
+                counts[0][background & (user_total == 0)] = 1.0
             total = counts.sum(0)
             known = total > 0
             dist = counts[:, known] / total[known]
             emb = self.cache[frame_idx][:, known]
             embeddings.append(emb.T)
             labels.append(dist.T.to(self.device))
-            grids[frame_idx] = (known, (counts / total.clamp_min(1e-12)).to(self.device))
         refs = References(torch.cat(embeddings), torch.cat(labels))
         if len(refs) > config.max_references:
             refs = _subsample_references(refs, config.max_references)

@@ -171,3 +171,31 @@ def test_bad_config_and_frames(video):
         LabelTransfer(video.frames, model="baseline").propagate(Scribbles(3))
     with pytest.raises(BadInputError, match="shape"):
         LabelTransfer(video.frames[..., 0], model="baseline")
+
+
+def test_a_background_correction_keeps_the_far_background(video):
+    """Adding one background stroke to an object-only frame must not drop the other
+    background examples (it once did, and most of the scene turned into the object)."""
+    h, w = video.size
+    rows, cols = np.nonzero(video.masks[0] == 1)
+    centre = [cols.mean() + 0.5, rows.mean() + 0.5]
+    first = Scribbles(video.n_frames)
+    first.add_pixel_stroke(0, [centre, [centre[0] + 2, centre[1] + 1]], 1, height=h, width=w)
+    correction = Scribbles(video.n_frames)
+    bg_rows, bg_cols = np.nonzero(video.masks[0] == 0)
+    correction.add_pixel_stroke(0, [[bg_cols[0] + 0.5, bg_rows[0] + 0.5]], 0, height=h, width=w)
+    engine = LabelTransfer(video.frames, model="baseline", config=TransferConfig(background_margin=0.2))
+    before = engine.propagate(first).masks
+    after = engine.propagate(first.merge(correction)).masks
+    background = video.masks == 0
+    assert np.mean(after[background] == 0) >= np.mean(before[background] == 0) - 0.01
+    # a frame that marks only some of the objects adds no background guesses
+    partial = first.merge(Scribbles(video.n_frames))
+    partial.add_pixel_stroke(5, [[cols[0] + 0.5, rows[0] + 0.5]], 2, height=h, width=w)
+    refs, _ = engine.build_references(
+        engine._normalise_references(partial), [0, 1, 2], engine.config
+    )
+    only_first = engine.build_references(engine._normalise_references(first), [0, 1], engine.config)[0]
+    n_background = lambda r: int((r.labels[:, 0] == 1).sum())  # noqa: E731
+    assert n_background(refs) == 0  # frame 0 no longer marks every object (2 is new) and 5 marks only 2
+    assert n_background(only_first) > 0
