@@ -1,0 +1,338 @@
+"""The DAVIS interactive protocol, offline: scribble, predict, let the robot correct, repeat.
+
+The protocol of the DAVIS 2018 interactive challenge (Caelles et al., arXiv:1803.00557),
+run with the benchmark's own code (``davisinteractive``: its session, evaluation service
+and scribble robot, in-process with ``host='localhost'``, made to work offline and
+deterministic by :mod:`simwidgets.davis_compat`).  For every sequence:
+
+1. the method gets a first scribble: the official human one where the root has one
+   (``Scribbles/<seq>/*.json``; the first by name unless ``scribble`` says otherwise),
+   otherwise the one the robot draws against an empty prediction (an object scribble on
+   the first frame where the object is);
+2. it predicts masks for every frame (an :class:`~simwidgets.session.InteractiveSession`,
+   embeddings cached across interactions); davisinteractive times the prediction (from
+   handing out the scribbles to receiving the masks) and scores J and F on every frame;
+3. the robot picks the worst frame (lowest J&F among frames not yet annotated) and
+   scribbles on its false negatives (object ids) and false positives (background, 0);
+4. 2-3 repeat, up to ``interactions`` times or until the time budget (``max_time`` per
+   object, the challenge's 30 s per interaction by default) runs out.
+
+The benchmark then draws J&F against accumulated time (averaged over samples), and reports
+its area divided by the time budget (**AUC**) and its value at 60 s (**J&F@60s**).  Both
+are computed by ``EvaluationService.summarize_report``, for all sequences together (the
+``mean``) and for each sequence alone (the same function, given one sequence).
+
+Two details matter on DAVIS 2016 roots (binary masks): the annotations are staged as 0/1
+(davisinteractive reads pixel values as ids) and a human scribble naming more objects
+than the ground truth has (tennis/003: player 1, racket 2, one binary mask) has its ids
+folded into object 1, which is what the mask calls them.
+
+Typical use::
+
+    from simwidgets.protocol import evaluate_interactive
+    results = evaluate_interactive("data/davis", ["bear", "tennis"], model="default")
+    results["mean"]            # {"AUC": ..., "J&F@60s": ..., "J&F": ..., ...}
+    results["sequences"]["bear"]["interactions"]   # the per-interaction curve
+"""
+from __future__ import annotations
+
+import json
+import tempfile
+import time
+from pathlib import Path
+from typing import Callable, Mapping, Sequence
+
+import numpy as np
+
+from .errors import BadInputError
+
+__all__ = ["evaluate_interactive", "CHALLENGE_SECONDS_PER_INTERACTION", "MAX_INTERACTIONS"]
+
+#: the DAVIS 2018 challenge's time budget: 30 s per object for each interaction
+CHALLENGE_SECONDS_PER_INTERACTION = 30.0
+#: davisinteractive silently caps a session at 16 interactions
+MAX_INTERACTIONS = 16
+_SUBSET = "train"  # the local connector's subsets are train/val/trainval; offline_davis fills it
+
+
+def _robot(di):
+    from davisinteractive.evaluation.service import ROBOT_DEFAULT_PARAMETERS
+
+    return di.robot.InteractiveScribblesRobot(**ROBOT_DEFAULT_PARAMETERS)
+
+
+def _fold_object_ids(scribble: dict, n_objects: int) -> tuple[dict, bool]:
+    """Map stroke ids above ``n_objects`` to object 1 when the ground truth is binary."""
+    ids = {s["object_id"] for strokes in scribble["scribbles"] for s in strokes}
+    extra = sorted(i for i in ids if i > n_objects)
+    if not extra:
+        return scribble, False
+    if n_objects != 1:
+        raise BadInputError(
+            f"scribble of {scribble.get('sequence')!r} names objects {extra} but the ground "
+            f"truth has only {n_objects}; cannot tell which object they are"
+        )
+    for strokes in scribble["scribbles"]:
+        for stroke in strokes:
+            if stroke["object_id"] > 1:
+                stroke["object_id"] = 1
+    return scribble, True
+
+
+def _stage(davis_root: Path, stage: Path, name: str, choice: str | None, di) -> dict:
+    """Stage one sequence for davisinteractive; returns how its first scribble was made."""
+    from .davis_compat import stage_davis_root
+    from .palette import save_indexed_png
+    from .video import load_davis_sequence
+
+    video = load_davis_sequence(davis_root, name, lazy=True)
+    if video.masks is None:
+        raise BadInputError(f"sequence {name!r} has no ground-truth masks (Annotations/480p/{name}) to evaluate against")
+    n_objects = int(video.masks.max())
+    if n_objects == 0:
+        raise BadInputError(f"sequence {name!r}: the ground truth holds no object")
+    available = sorted(video.scribbles)
+    if choice is not None and choice not in available:
+        raise BadInputError(f"sequence {name!r} has no scribble file {choice}.json (available: {available or 'none'})")
+    scribble_file = stage / "Scribbles" / name / "001.json"
+    if available:
+        stem = choice or available[0]
+        stage_davis_root(davis_root, stage, [name], scribbles={name: [stem]})
+        data, folded = _fold_object_ids(json.loads(scribble_file.read_text()), n_objects)
+        if folded:
+            scribble_file.write_text(json.dumps(data))
+        return {"start": "human", "scribble": stem, "ids_folded": folded, "n_objects": n_objects,
+                "n_frames": video.n_frames}
+    ann_dir = stage / "Annotations" / "480p" / name
+    ann_dir.mkdir(parents=True, exist_ok=True)
+    for frame_idx, mask in enumerate(video.masks):
+        save_indexed_png(mask, ann_dir / f"{frame_idx:05d}.png")
+    first = _robot(di).interact(name, np.zeros_like(video.masks), video.masks, nb_objects=n_objects)
+    scribble_file.parent.mkdir(parents=True, exist_ok=True)
+    scribble_file.write_text(json.dumps(first))
+    return {"start": "robot", "scribble": None, "ids_folded": False, "n_objects": n_objects,
+            "n_frames": video.n_frames}
+
+
+def _summarize(service, report, sequences: Sequence[str]) -> dict:
+    """davisinteractive's summary restricted to ``sequences`` (its own code does the maths)."""
+    from davisinteractive.dataset import Davis
+
+    saved = service.sequences, service.avg_nb_objects
+    try:
+        service.sequences = list(sequences)
+        service.avg_nb_objects = float(np.mean([Davis.dataset[s]["num_objects"] for s in sequences]))
+        rows = report[report["sequence"].isin(list(sequences))]
+        summary = service.summarize_report(rows)
+    finally:
+        service.sequences, service.avg_nb_objects = saved
+    return {
+        "AUC": float(summary["auc"]),
+        "J&F@60s": float(summary["metric_at_threshold"]["J_AND_F"]),
+        "curve": {"time": [float(t) for t in summary["curve"]["time"]],
+                  "J&F": [float(v) for v in summary["curve"]["J_AND_F"]]},
+    }
+
+
+def _interaction_rows(report, name: str) -> list[dict]:
+    """Per interaction: J, F, J&F (mean over frames, then objects) and davisinteractive's timing."""
+    rows = []
+    seq = report[report["sequence"] == name]
+    for interaction, part in seq.groupby("interaction"):
+        per_object = part.groupby("object_id")[["jaccard", "contour", "j_and_f", "timing"]].mean()
+        rows.append({
+            "interaction": int(interaction),
+            "J": float(per_object["jaccard"].mean()),
+            "F": float(per_object["contour"].mean()),
+            "J&F": float(per_object["j_and_f"].mean()),
+            "seconds": float(per_object["timing"].mean()),
+        })
+    return rows
+
+
+def evaluate_interactive(
+    davis_root,
+    sequences: Sequence[str] | None = None,
+    model="default",
+    config=None,
+    device=None,
+    interactions: int = 8,
+    max_time: float | str | None = "challenge",
+    save_masks=None,
+    progress: Callable[[str, dict], None] | None = None,
+    scribble: Mapping[str, str] | None = None,
+    keep_scribbles: bool = False,
+    work_dir=None,
+) -> dict:
+    """Run the DAVIS interactive protocol on sequences of a DAVIS-layout root.
+
+    Parameters
+    ----------
+    davis_root : folder with ``JPEGImages/480p/<seq>``, ``Annotations/480p/<seq>`` and
+        optionally ``Scribbles/<seq>/*.json`` (e.g. ``data/davis``); never modified
+    sequences : names (default: every sequence of the root)
+    model : EmbeddingModel or name/path for :func:`simwidgets.models.load_model`
+    config : :class:`~simwidgets.transfer.TransferConfig` (None: defaults)
+    device : compute device (automatic when None)
+    interactions : robot rounds per sequence, 1..16 (the challenge used 8)
+    max_time : seconds per object for the whole sample; ``"challenge"`` (default) is
+        30 s x ``interactions``; ``None`` means no time limit (the AUC is then normalised
+        by ``interactions`` x the slowest prediction, davisinteractive's rule)
+    save_masks : folder; the final masks go to ``<folder>/<seq>/%05d.png`` (DAVIS palette)
+    progress : called as ``progress(name, row)`` when a sequence is done
+    scribble : ``{sequence: stem}`` choosing the human scribble file (default: the first)
+    keep_scribbles : also return every scribble given to the method (DAVIS dicts)
+    work_dir : where to stage the root and write davisinteractive's CSV reports
+        (default: a temporary folder, removed afterwards)
+
+    Returns
+    -------
+    ``{"sequences": {name: row}, "mean": {...}, "curve": {...}, "settings": {...}}``.  A
+    row holds the final ``J``, ``F``, ``J&F``, the sequence's ``AUC`` and ``J&F@60s``,
+    ``curve`` (davisinteractive's time/J&F points), ``interactions`` (one entry per
+    interaction: J, F, J&F, ``seconds`` as davisinteractive timed it, ``predict_seconds``
+    of the propagation alone, ``scribbled_frames`` the frames whose scribbles it used:
+    the human's, then each time the robot's worst frame), ``start`` (``"human"``
+    or ``"robot"``), ``n_frames``, ``n_objects`` and ``seconds_per_frame`` (mean
+    prediction time per frame).  ``mean`` holds davisinteractive's summary over all
+    sequences (``AUC``, ``J&F@60s``) and the means of the final J, F, J&F and of
+    ``seconds_per_frame`` (all floats).
+    """
+    from .davis_compat import import_davisinteractive, offline_davis
+    from .models import load_model
+    from .palette import save_indexed_png
+    from .session import InteractiveSession
+    from .video import list_sequences, load_davis_sequence
+
+    di = import_davisinteractive()
+    davis_root = Path(davis_root)
+    if not davis_root.is_dir():
+        raise BadInputError(f"DAVIS root {davis_root} does not exist")
+    names = list(sequences) if sequences else list_sequences(davis_root)
+    if not names:
+        raise BadInputError(f"no sequences to evaluate in {davis_root}")
+    if len(set(names)) != len(names):
+        raise BadInputError(f"sequences named twice: {names}")
+    if isinstance(interactions, bool) or not isinstance(interactions, (int, np.integer)) or not (
+        1 <= interactions <= MAX_INTERACTIONS
+    ):
+        raise BadInputError(
+            f"interactions must be an integer in 1..{MAX_INTERACTIONS} (davisinteractive's cap); got {interactions!r}"
+        )
+    if max_time == "challenge":
+        max_time = CHALLENGE_SECONDS_PER_INTERACTION * interactions
+    elif max_time is not None and not (isinstance(max_time, (int, float)) and max_time > 0):
+        raise BadInputError(f"max_time must be positive seconds, 'challenge' or None; got {max_time!r}")
+    scribble = dict(scribble or {})
+    unknown = sorted(set(scribble) - set(names))
+    if unknown:
+        raise BadInputError(f"scribble choices given for sequences not evaluated: {unknown}")
+    model = load_model(model)
+
+    owned = tempfile.TemporaryDirectory(prefix="simwidgets-davis-") if work_dir is None else None
+    work = Path(owned.name if owned else work_dir)
+    stage = work / "DAVIS"
+    try:
+        starts = {name: _stage(davis_root, stage, name, scribble.get(name), di) for name in names}
+        runs: dict[str, dict] = {}
+        with offline_davis(stage, names, subset=_SUBSET):
+            with di.session.DavisInteractiveSession(
+                host="localhost", davis_root=str(stage), subset=_SUBSET, shuffle=False,
+                max_time=max_time, max_nb_interactions=int(interactions), report_save_dir=str(work / "reports"),
+            ) as davis:
+                current = None
+
+                def close(run):
+                    """Keep what the results need, save the masks, free the embeddings."""
+                    session = run.pop("session")
+                    run["frames"] = [record.frames for record in session.history]
+                    if save_masks is not None and session.result is not None:
+                        folder = Path(save_masks) / session.name
+                        folder.mkdir(parents=True, exist_ok=True)
+                        for frame_idx, mask in enumerate(session.result.masks):
+                            save_indexed_png(mask, folder / f"{frame_idx:05d}.png")
+
+                while davis.next():
+                    name, scribbles, new_sample = davis.get_scribbles(only_last=True)
+                    if new_sample:
+                        if current is not None:
+                            close(current)
+                        video = load_davis_sequence(davis_root, name, lazy=True)
+                        current = runs[name] = {
+                            "session": InteractiveSession(video, model=model, config=config, device=device),
+                            "log": [], "scribbles": [],
+                        }
+                    session = current["session"]
+                    session.add_scribbles(scribbles)
+                    result = session.propagate()
+                    current["log"].append(session.history[-1].seconds)
+                    if keep_scribbles:
+                        current["scribbles"].append(scribbles)
+                    davis.submit_masks(result.masks.astype(np.int64))
+                if current is not None:
+                    close(current)
+                report = davis.get_report()
+                service = davis.connector.service
+                overall = _summarize(service, report, names)
+                rows = {}
+                for name in names:
+                    rows[name] = _sequence_row(name, runs.get(name), report, service, starts[name], keep_scribbles)
+                    if progress is not None:
+                        progress(name, rows[name])
+    finally:
+        if owned is not None:
+            owned.cleanup()
+
+    final = ("J", "F", "J&F", "seconds_per_frame")
+    mean = {"AUC": overall["AUC"], "J&F@60s": overall["J&F@60s"]}
+    mean.update({k: float(np.mean([r[k] for r in rows.values()])) for k in final})
+    return {
+        "sequences": rows,
+        "mean": mean,
+        "curve": overall["curve"],
+        "settings": {
+            "interactions": int(interactions),
+            "max_time_per_object": max_time,
+            "robot_seed": _robot_seed(),
+            "davisinteractive": getattr(di, "__version__", "1.0.4"),
+        },
+    }
+
+
+def _robot_seed() -> int:
+    from .davis_compat import ROBOT_SEED
+
+    return ROBOT_SEED
+
+
+def _sequence_row(name, run, report, service, start, keep_scribbles) -> dict:
+    """One sequence's results: davisinteractive's per-interaction scores and summary."""
+    interactions = _interaction_rows(report, name)
+    predict = run["log"] if run else []
+    frames = run["frames"] if run else []
+    for i, row in enumerate(interactions):  # evaluated interactions are the first ones
+        row["predict_seconds"] = predict[i] if i < len(predict) else None
+        row["scribbled_frames"] = frames[i] if i < len(frames) else []
+    summary = _summarize(service, report, [name])
+    last = interactions[-1] if interactions else {"J": 0.0, "F": 0.0, "J&F": 0.0}
+    n_frames = start["n_frames"]
+    row = {
+        "J": last["J"],
+        "F": last["F"],
+        "J&F": last["J&F"],
+        "AUC": summary["AUC"],
+        "J&F@60s": summary["J&F@60s"],
+        "n_interactions": len(interactions),
+        "n_frames": n_frames,
+        "n_objects": start["n_objects"],
+        "start": start["start"],
+        "scribble": start["scribble"],
+        "ids_folded": start["ids_folded"],
+        "seconds": float(sum(predict)),
+        "seconds_per_frame": float(np.mean(predict) / n_frames) if predict else 0.0,
+        "interactions": interactions,
+        "curve": summary["curve"],
+    }
+    if keep_scribbles:
+        row["scribbles"] = run["scribbles"] if run else []
+    return row
