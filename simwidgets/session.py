@@ -253,6 +253,33 @@ class InteractiveSession:
         self._pending_strokes += len(pairs)
         return sorted({f for f, _ in pairs})
 
+    def set_scribbles(self, scribbles) -> list[int]:
+        """Replace every stroke by ``scribbles`` (same forms as :meth:`add_scribbles`).
+
+        For an editor that keeps the strokes itself (the segmentation app, where a person
+        may undo or erase): the frames whose strokes changed count as this round's
+        frames.  Masks given with :meth:`add_mask` stay.  Returns the changed frames.
+        """
+        pairs = self._as_strokes(scribbles)
+        for frame_idx, stroke in pairs:
+            self._check_object(stroke.object_id, f"frame {frame_idx}")
+        new = Scribbles(self.n_frames, self.name)
+        for frame_idx, stroke in pairs:
+            new.frames[frame_idx].append(Stroke(stroke.path.copy(), stroke.object_id, stroke.start_time, stroke.end_time))
+        changed = [f for f in range(self.n_frames) if new.frames[f] != self._scribbles.frames[f]]
+        for frame_idx in changed:
+            old = list(self._scribbles.frames[frame_idx])
+            for stroke in new.frames[frame_idx]:
+                if stroke in old:
+                    old.remove(stroke)
+                else:
+                    self._pending_strokes += 1
+        self._scribbles = new
+        self._pending_frames.update(changed)
+        for frame_idx in changed:
+            self._raster.pop(frame_idx, None)
+        return changed
+
     def add_stroke(self, frame_idx: int, path, object_id: int) -> Stroke:
         """Add one stroke: ``path`` ``(N, 2)`` normalised ``(x, y)`` = ``(col / W, row / H)``."""
         frame_idx = self._check_frame(frame_idx)

@@ -280,3 +280,26 @@ def test_bad_frames():
         InteractiveSession(np.zeros((4, 8, 8), np.uint8), model="baseline")
     with pytest.raises(BadInputError, match="uint8"):
         InteractiveSession(np.zeros((2, 8, 8, 3), np.float32), model="baseline")
+
+
+def test_set_scribbles_replaces_strokes(clip):
+    """What an editor with undo needs: the session follows a replaced stroke list exactly,
+    even when a frame keeps the same number of strokes (no stale rasterisation)."""
+    session = InteractiveSession(clip, model="baseline", config=CONFIG)
+    first = dots(clip.masks[4], 1, 2, seed=0)
+    session.add_scribbles({4: first})
+    session.propagate()
+    before = session.references()[4].copy()
+    swapped = Scribbles(clip.n_frames, "bear")
+    for stroke in first[:1] + dots(clip.masks[4], 0, 1, seed=3):  # keep one, replace the other
+        swapped.add_stroke(4, stroke["path"], stroke["object_id"])
+    assert session.set_scribbles(swapped) == [4]
+    after = session.references()[4]
+    assert not np.array_equal(before, after) and (after == 0).any()
+    assert session.scribbles == swapped
+    session.propagate()
+    assert [r.n_strokes for r in session.history] == [2, 1]  # the kept stroke is not new
+    assert session.set_scribbles(swapped) == []
+    with pytest.raises(BadInputError, match="outside the palette"):
+        session.set_scribbles({4: [{"path": [[0.5, 0.5]], "object_id": 256}]})
+    assert session.scribbles == swapped

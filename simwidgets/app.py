@@ -1,0 +1,354 @@
+"""The segmentation app: scribble, propagate, inspect, correct, export, in one widget.
+
+::
+
+    from simwidgets.app import SegmentationApp
+    app = SegmentationApp(sw.load_sample("bear"), model="default")
+    app            # paint, press Propagate, click the strip, correct, export
+
+It composes the :class:`~simwidgets.widgets.ScribbleWidget` (canvas, objects, brush,
+undo, frame slider, autosave) with the controls of an interactive session:
+
+* **Propagate** runs :meth:`InteractiveSession.propagate` on the current strokes (the
+  first time it embeds the video: a progress bar follows the embedding, then the
+  labelling); the masks appear as the overlay on every frame;
+* a **confidence strip** under the canvas, one column per frame: bar height and colour
+  show how unsure the transfer is (entropy of its votes), orange marks frames with
+  strokes, black marks the frame shown; clicking it shows that frame;
+* **Suggest next frame** jumps to the least certain frame without strokes;
+* **options** (temporal propagation, top-k, temperature, window) for the next round;
+* **Export masks** (DAVIS palette PNGs ``<folder>/%05d.png``) and **Export GIF** (the
+  overlay animation).
+
+The widget stays consistent when work fails or is long: buttons are disabled while it
+works (``busy`` is True), the previous masks stay until a round succeeds, an error is
+shown in the status line and everything is re-enabled.  Strokes drawn meanwhile count
+for the next round.  This module imports torch (through the session); the
+:mod:`simwidgets.widgets` package itself stays torch-free.
+"""
+from __future__ import annotations
+
+import html
+import time
+from pathlib import Path
+
+import ipywidgets as widgets
+import numpy as np
+import traitlets
+from ipycanvas import Canvas, hold_canvas
+from PIL import Image
+
+from .errors import BadInputError
+from .palette import save_indexed_png
+from .session import InteractiveSession
+from .viz import overlay
+from .widgets import ScribbleWidget
+
+__all__ = ["SegmentationApp", "overlay_animation", "export_masks"]
+
+STRIP_HEIGHT = 30
+_MARK = 4  # rows of the strip used for the "has strokes" mark
+
+
+def export_masks(masks, folder) -> list[Path]:
+    """Write ``(T, H, W)`` masks as DAVIS palette PNGs ``folder/%05d.png``; returns the paths."""
+    masks = np.asarray(masks)
+    if masks.ndim != 3:
+        raise BadInputError(f"masks must be (T, H, W); got shape {masks.shape}")
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for frame_idx, mask in enumerate(masks):
+        path = folder / f"{frame_idx:05d}.png"
+        save_indexed_png(mask, path)
+        paths.append(path)
+    return paths
+
+
+def overlay_animation(frames, masks, path, fps: float = 10.0, width: int | None = 480, opacity: float = 0.5) -> Path:
+    """An animated GIF of the masks blended over the frames (DAVIS colours).
+
+    Parameters
+    ----------
+    frames : ``(T, H, W, 3)`` uint8 (array or LazyFrames)
+    masks : ``(T, H, W)`` object ids
+    path : output file (``.gif``)
+    fps : frames per second
+    width : width of the animation in pixels (height follows); None keeps the video's
+    opacity : of the object colours
+    """
+    masks = np.asarray(masks)
+    if len(frames) != len(masks):
+        raise BadInputError(f"{len(frames)} frames but {len(masks)} masks")
+    if not fps > 0:
+        raise BadInputError(f"fps must be positive; got {fps}")
+    path = Path(path)
+    if path.suffix.lower() != ".gif":
+        raise BadInputError(f"the animation is written as a GIF: give a .gif path; got {path.name}")
+    images = []
+    for frame_idx in range(len(masks)):
+        image = Image.fromarray(overlay(np.asarray(frames[frame_idx]), masks[frame_idx], opacity))
+        if width is not None and image.width != width:
+            image = image.resize((int(width), max(1, round(image.height * width / image.width))), Image.BILINEAR)
+        images.append(image)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    images[0].save(path, save_all=True, append_images=images[1:], duration=int(round(1000 / fps)), loop=0)
+    return path
+
+
+def _strip_colour(value: float) -> tuple[int, int, int]:
+    """Green (sure) -> yellow -> red (unsure) for ``value`` in [0, 1]."""
+    value = float(np.clip(value, 0, 1))
+    if value < 0.5:
+        return int(round(510 * value)), 170, 60
+    return 230, int(round(170 * (2 - 2 * value))), 60
+
+
+class SegmentationApp(widgets.VBox):
+    """Scribble on a video, propagate the labels, inspect per-frame confidence, correct, export.
+
+    Parameters
+    ----------
+    video : VideoSequence, ``(T, H, W, 3)`` uint8 array or LazyFrames
+    model : EmbeddingModel or name/path (``"default"``: the shipped model, else the baseline)
+    config : :class:`~simwidgets.transfer.TransferConfig` for the session
+    device : compute device (automatic when None)
+    width : canvas width in pixels
+    scribbles, autosave, n_objects, name : passed to the ScribbleWidget
+
+    Attributes
+    ----------
+    editor : the :class:`~simwidgets.widgets.ScribbleWidget` (its ``canvas`` is ``canvas``)
+    session : the :class:`~simwidgets.session.InteractiveSession`
+    result : the last PropagationResult (None before the first round)
+    busy : traitlet, True while a round runs
+    """
+
+    busy = traitlets.Bool(False)
+
+    def __init__(self, video, model="default", config=None, device=None, width: int = 640,
+                 scribbles=None, autosave=True, n_objects: int | None = None, name: str | None = None, **kwargs):
+        editor_kwargs = {k: v for k, v in {"n_objects": n_objects, "name": name}.items() if v is not None}
+        self.editor = ScribbleWidget(video, scribbles=scribbles, width=width, autosave=autosave, **editor_kwargs)
+        self.canvas = self.editor.canvas
+        self.session = InteractiveSession(self.canvas.frames, model=model, config=config, device=device)
+        self.session.name = self.canvas.name
+        ch, cw = self.canvas.canvas_size
+
+        # propagation
+        self.propagate_button = widgets.Button(description="Propagate", icon="play", button_style="primary",
+                                               tooltip="label every frame from the strokes")
+        self.suggest_button = widgets.Button(description="Suggest next frame", icon="lightbulb-o", disabled=True,
+                                             tooltip="show the least certain frame without strokes")
+        self.progress = widgets.FloatProgress(value=0.0, min=0.0, max=1.0, description="",
+                                              layout=widgets.Layout(width="240px", visibility="hidden"))
+        self.progress_label = widgets.Label()
+        self.propagate_button.on_click(lambda _: self._run_guarded(self.propagate))
+        self.suggest_button.on_click(lambda _: self._run_guarded(self.suggest))
+
+        # options (TransferConfig fields)
+        config = self.session.config
+        self.temporal_checkbox = widgets.Checkbox(value=config.temporal, description="temporal", indent=False,
+                                                  layout=widgets.Layout(width="90px"))
+        self.top_k_slider = widgets.IntSlider(value=config.top_k, min=1, max=64, description="top-k",
+                                              style={"description_width": "50px"})
+        self.temperature_slider = widgets.FloatLogSlider(value=config.temperature, base=10, min=-3, max=0, step=0.1,
+                                                         description="temperature", readout_format=".3f",
+                                                         style={"description_width": "80px"})
+        self.window_slider = widgets.IntSlider(value=config.window, min=1, max=40, description="window",
+                                               style={"description_width": "50px"})
+        self.options = widgets.Accordion(children=[widgets.HBox([
+            self.temporal_checkbox, self.top_k_slider, self.temperature_slider, self.window_slider],
+            layout=widgets.Layout(flex_flow="row wrap"))])
+        self.options.set_title(0, "propagation options")
+        self.options.selected_index = None
+
+        # confidence strip
+        self.strip = Canvas(width=cw, height=STRIP_HEIGHT, layout=widgets.Layout(width=f"{cw}px"))
+        self.strip.on_mouse_down(self.handle_strip_click)
+        self.strip.on_client_ready(self._draw_strip)
+        self.strip_image = np.zeros((STRIP_HEIGHT, cw, 3), np.uint8)
+
+        # export
+        stem = self.canvas.name or "video"
+        self.export_folder = widgets.Text(value=f"{stem}_masks", description="masks to",
+                                          style={"description_width": "60px"}, layout=widgets.Layout(width="260px"))
+        self.export_button = widgets.Button(description="Export masks", icon="download", disabled=True)
+        self.animation_path = widgets.Text(value=f"{stem}_overlay.gif", description="GIF to",
+                                           style={"description_width": "50px"}, layout=widgets.Layout(width="260px"))
+        self.animation_button = widgets.Button(description="Export GIF", icon="film", disabled=True)
+        self.export_button.on_click(lambda _: self._run_guarded(lambda: self.export_masks(self.export_folder.value)))
+        self.animation_button.on_click(
+            lambda _: self._run_guarded(lambda: self.export_animation(self.animation_path.value)))
+
+        self.status = widgets.HTML("<small>Paint strokes (object 1, background 0…), then press Propagate.</small>")
+        self.canvas.observe(lambda _: self._draw_strip(), names=["frame_idx", "annotated_frames"])
+
+        run = widgets.HBox([self.propagate_button, self.progress, self.progress_label, self.suggest_button],
+                           layout=widgets.Layout(align_items="center", flex_flow="row wrap"))
+        export = widgets.HBox([self.export_folder, self.export_button, self.animation_path, self.animation_button],
+                              layout=widgets.Layout(flex_flow="row wrap"))
+        strip_help = widgets.HTML("<small>confidence per frame (taller/redder = less sure; orange = has strokes; "
+                                  "click to show a frame)</small>")
+        super().__init__(children=[self.editor, self.strip, strip_help, run, self.options, export, self.status],
+                         **kwargs)
+        self.add_class("simwidgets-segmentation-app")
+        self._draw_strip()
+
+    # ------------------------------------------------------------------ state
+    @property
+    def result(self):
+        return self.session.result
+
+    @property
+    def masks(self) -> np.ndarray | None:
+        """``(T, H, W)`` uint8 masks of the last round (None before the first)."""
+        return self.session.masks
+
+    @property
+    def frame_idx(self) -> int:
+        return self.canvas.frame_idx
+
+    @frame_idx.setter
+    def frame_idx(self, value: int) -> None:
+        self.canvas.frame_idx = value
+
+    def _set_busy(self, busy: bool) -> None:
+        self.busy = busy
+        has_result = self.session.result is not None
+        self.propagate_button.disabled = busy
+        self.suggest_button.disabled = busy or not has_result
+        self.export_button.disabled = busy or not has_result
+        self.animation_button.disabled = busy or not has_result
+
+    def _say(self, text: str, error: bool = False) -> None:
+        colour = "#b00" if error else "#333"
+        self.status.value = f"<small style='color:{colour}'>{text}</small>"
+
+    def _run_guarded(self, action):
+        """Run a button's action; any error goes to the status line, never half-done state."""
+        try:
+            return action()
+        except Exception as error:  # noqa: BLE001 - shown to the person, the widget stays usable
+            if "failed" not in self.status.value:
+                self._say(f"{type(error).__name__}: {html.escape(str(error))}", error=True)
+            return None
+
+    # ------------------------------------------------------------------ actions
+    def _options(self) -> dict:
+        return {
+            "temporal": bool(self.temporal_checkbox.value),
+            "top_k": int(self.top_k_slider.value),
+            "temperature": float(self.temperature_slider.value),
+            "window": int(self.window_slider.value),
+        }
+
+    def _on_progress(self, stage: str, done: int, total: int) -> None:
+        self.progress.description = stage
+        self.progress.value = done / max(total, 1)
+        self.progress_label.value = f"{stage} {done}/{total}"
+
+    def propagate(self):
+        """One round: the canvas's strokes -> masks on every frame (shown as the overlay).
+
+        Returns the PropagationResult.  On error the previous masks and result stay,
+        the buttons come back, and the error is raised (the button shows it instead).
+        """
+        if self.busy:
+            raise BadInputError("a propagation is already running")
+        strokes = self.canvas.scribbles
+        if len(strokes) == 0 and not self.session.annotated_frames:
+            raise BadInputError("no strokes yet: paint at least one object (and ideally background) first")
+        self._set_busy(True)
+        self.progress.layout.visibility = "visible"
+        self.progress.value = 0.0
+        self._say("working…")
+        try:
+            self.session.configure(**self._options())
+            self.session.set_scribbles(strokes)
+            result = self.session.propagate(callback=self._on_progress)
+            self.canvas.set_masks(result.masks)
+        except Exception as error:
+            self._say(f"propagation failed, the previous masks stay: {type(error).__name__}: "
+                      f"{html.escape(str(error))}", error=True)
+            raise
+        finally:
+            self.progress.layout.visibility = "hidden"
+            self.progress_label.value = ""
+            self._set_busy(False)
+        record = self.session.history[-1]
+        embedded = f" (embedding {record.embed_seconds:.1f} s)" if record.n_embedded else ""
+        self._say(
+            f"round {record.round}: {self.session.n_frames} frames in {record.seconds:.1f} s{embedded}; "
+            f"{len(record.changed_frames)} frames changed; least sure unannotated frame: "
+            f"{self.session.suggest_frame()}"
+        )
+        self._draw_strip()
+        return result
+
+    def suggest(self) -> int:
+        """Show the least certain frame without strokes; returns its index."""
+        if self.session.result is None:
+            raise BadInputError("propagate first: suggestions come from the propagation's confidence")
+        self.session.set_scribbles(self.canvas.scribbles)  # frames annotated since the last round count
+        frame_idx = self.session.suggest_frame()
+        self.canvas.frame_idx = frame_idx
+        entropy = float(self.session.result.entropy[frame_idx])
+        self._say(f"suggested frame {frame_idx}: the least certain without strokes (entropy {entropy:.3f}); "
+                  "correct it and press Propagate")
+        return frame_idx
+
+    def export_masks(self, folder) -> list[Path]:
+        """Write the last masks as DAVIS palette PNGs ``folder/%05d.png``."""
+        if self.session.result is None:
+            raise BadInputError("nothing to export yet: press Propagate first")
+        paths = export_masks(self.session.result.masks, folder)
+        self._say(f"wrote {len(paths)} masks to <code>{html.escape(str(folder))}</code>")
+        return paths
+
+    def export_animation(self, path, fps: float = 10.0, width: int | None = 480) -> Path:
+        """Write the overlay of the last masks as an animated GIF."""
+        if self.session.result is None:
+            raise BadInputError("nothing to export yet: press Propagate first")
+        written = overlay_animation(self.canvas.frames, self.session.result.masks, path, fps=fps, width=width,
+                                    opacity=max(self.canvas.opacity, 0.3))
+        self._say(f"wrote the overlay animation to <code>{html.escape(str(written))}</code>")
+        return written
+
+    # ------------------------------------------------------------------ strip
+    def strip_frame_at(self, x: float) -> int:
+        """The frame under strip column ``x`` (canvas pixels)."""
+        n, width = self.session.n_frames, self.strip.width
+        return int(np.clip(int(x * n / width), 0, n - 1))
+
+    def handle_strip_click(self, x: float, y: float) -> None:
+        """Show the frame under a click on the confidence strip."""
+        self.canvas.frame_idx = self.strip_frame_at(x)
+
+    def _draw_strip(self) -> None:
+        n, width = self.session.n_frames, self.strip.width
+        image = np.full((STRIP_HEIGHT, width, 3), 235, np.uint8)
+        column_frames = np.minimum((np.arange(width) * n) // width, n - 1)
+        result = self.session.result
+        usable = STRIP_HEIGHT - _MARK
+        if result is not None:
+            entropy = np.asarray(result.entropy, dtype=np.float64)
+            scale = entropy.max() if entropy.max() > 0 else 1.0
+            for frame_idx in range(n):
+                columns = column_frames == frame_idx
+                level = entropy[frame_idx] / scale
+                height = max(2, int(round(level * usable)))
+                image[STRIP_HEIGHT - height:, columns] = _strip_colour(level)
+        annotated = np.isin(column_frames, self.canvas.annotated_frames)
+        image[:_MARK, annotated] = (230, 85, 13)
+        current = np.flatnonzero(column_frames == self.canvas.frame_idx)
+        if len(current) == 0:  # more frames than columns: the nearest column
+            current = np.array([min(width - 1, self.canvas.frame_idx * width // n)])
+        image[:, current[[0, -1]]] = 0
+        self.strip_image = image
+        with hold_canvas():
+            self.strip.put_image_data(image, 0, 0)
+
+    def __repr__(self) -> str:
+        return (f"SegmentationApp({self.canvas.name!r}, {self.session.n_frames} frames, frame_idx={self.frame_idx}, "
+                f"{self.canvas.n_strokes} strokes, {self.session.n_rounds} rounds)")
