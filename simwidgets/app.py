@@ -13,8 +13,9 @@ undo, frame slider, autosave) with the controls of an interactive session:
   first time it embeds the video: a progress bar follows the embedding, then the
   labelling); the masks appear as the overlay on every frame;
 * a **confidence strip** under the canvas, one column per frame: bar height and colour
-  show how unsure the transfer is (entropy of its votes), orange marks frames with
-  strokes, black marks the frame shown; clicking it shows that frame;
+  show how unsure the transfer is (entropy of its votes; full height and red at 0.2 or
+  the largest entropy if higher), orange marks frames with strokes, black marks the
+  frame shown; clicking it shows that frame;
 * **Suggest next frame** jumps to the least certain frame without strokes;
 * **options** (temporal propagation, top-k, temperature, window) for the next round;
 * **Export masks** (DAVIS palette PNGs ``<folder>/%05d.png``) and **Export GIF** (the
@@ -139,7 +140,8 @@ class SegmentationApp(widgets.VBox):
         self.propagate_button = widgets.Button(description="Propagate", icon="play", button_style="primary",
                                                tooltip="label every frame from the strokes")
         self.suggest_button = widgets.Button(description="Suggest next frame", icon="lightbulb-o", disabled=True,
-                                             tooltip="show the least certain frame without strokes")
+                                             tooltip="show the least certain frame without strokes",
+                                             layout=widgets.Layout(width="180px"))
         self.progress = widgets.FloatProgress(value=0.0, min=0.0, max=1.0, description="",
                                               layout=widgets.Layout(width="240px", visibility="hidden"))
         self.progress_label = widgets.Label()
@@ -165,6 +167,7 @@ class SegmentationApp(widgets.VBox):
 
         # confidence strip
         self.strip = Canvas(width=cw, height=STRIP_HEIGHT, layout=widgets.Layout(width=f"{cw}px"))
+        self.strip.add_class("simwidgets-confidence-strip")
         self.strip.on_mouse_down(self.handle_strip_click)
         self.strip.on_client_ready(self._draw_strip)
         self.strip_image = np.zeros((STRIP_HEIGHT, cw, 3), np.uint8)
@@ -268,22 +271,22 @@ class SegmentationApp(widgets.VBox):
             self.session.set_scribbles(strokes)
             result = self.session.propagate(callback=self._on_progress)
             self.canvas.set_masks(result.masks)
+            self._draw_strip()
+            record = self.session.history[-1]
+            embedded = f" (embedding {record.embed_seconds:.1f} s)" if record.n_embedded else ""
+            self._say(
+                f"round {record.round}: {self.session.n_frames} frames in {record.seconds:.1f} s{embedded}; "
+                f"{len(record.changed_frames)} frames changed; least sure unannotated frame: "
+                f"{self.session.suggest_frame()}"
+            )
         except Exception as error:
             self._say(f"propagation failed, the previous masks stay: {type(error).__name__}: "
                       f"{html.escape(str(error))}", error=True)
             raise
-        finally:
+        finally:  # observers of ``busy`` see the finished state
             self.progress.layout.visibility = "hidden"
             self.progress_label.value = ""
             self._set_busy(False)
-        record = self.session.history[-1]
-        embedded = f" (embedding {record.embed_seconds:.1f} s)" if record.n_embedded else ""
-        self._say(
-            f"round {record.round}: {self.session.n_frames} frames in {record.seconds:.1f} s{embedded}; "
-            f"{len(record.changed_frames)} frames changed; least sure unannotated frame: "
-            f"{self.session.suggest_frame()}"
-        )
-        self._draw_strip()
         return result
 
     def suggest(self) -> int:
@@ -333,7 +336,9 @@ class SegmentationApp(widgets.VBox):
         usable = STRIP_HEIGHT - _MARK
         if result is not None:
             entropy = np.asarray(result.entropy, dtype=np.float64)
-            scale = entropy.max() if entropy.max() > 0 else 1.0
+            # an absolute scale (entropy 0.2 and above is "unsure"), stretched only when a
+            # frame is less sure than that: colours compare across rounds
+            scale = max(float(entropy.max()), 0.2)
             for frame_idx in range(n):
                 columns = column_frames == frame_idx
                 level = entropy[frame_idx] / scale
