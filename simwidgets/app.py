@@ -116,6 +116,9 @@ class SegmentationApp(widgets.VBox):
     device : compute device (automatic when None)
     width : canvas width in pixels
     scribbles, autosave, n_objects, name : passed to the ScribbleWidget
+    session : an existing :class:`~simwidgets.session.InteractiveSession` of this video to
+        continue (its embeddings, strokes and masks); ``model``, ``config`` and ``device``
+        are then ignored
 
     Attributes
     ----------
@@ -128,12 +131,25 @@ class SegmentationApp(widgets.VBox):
     busy = traitlets.Bool(False)
 
     def __init__(self, video, model="default", config=None, device=None, width: int = 640,
-                 scribbles=None, autosave=True, n_objects: int | None = None, name: str | None = None, **kwargs):
+                 scribbles=None, autosave=True, n_objects: int | None = None, name: str | None = None,
+                 session: InteractiveSession | None = None, **kwargs):
         editor_kwargs = {k: v for k, v in {"n_objects": n_objects, "name": name}.items() if v is not None}
-        self.editor = ScribbleWidget(video, scribbles=scribbles, width=width, autosave=autosave, **editor_kwargs)
+        if session is not None:
+            if not isinstance(session, InteractiveSession):
+                raise BadInputError(f"session must be an InteractiveSession; got {type(session).__name__}")
+            shape = tuple(getattr(video, "frames", video).shape[:3])
+            if shape != (session.n_frames, session.height, session.width):
+                raise BadInputError(f"the session is for a {session.n_frames}-frame {session.width}x{session.height} "
+                                    f"video; this video is {shape[0]} frames {shape[2]}x{shape[1]}")
+            if scribbles is None and len(session.scribbles):
+                scribbles = session.scribbles
+        self.editor = ScribbleWidget(video, masks=None if session is None else session.masks, scribbles=scribbles,
+                                     width=width, autosave=autosave, **editor_kwargs)
         self.canvas = self.editor.canvas
-        self.session = InteractiveSession(self.canvas.frames, model=model, config=config, device=device)
-        self.session.name = self.canvas.name
+        if session is None:
+            session = InteractiveSession(self.canvas.frames, model=model, config=config, device=device)
+            session.name = self.canvas.name
+        self.session = session
         ch, cw = self.canvas.canvas_size
 
         # propagation
@@ -196,6 +212,7 @@ class SegmentationApp(widgets.VBox):
         super().__init__(children=[self.editor, self.strip, strip_help, run, self.options, export, self.status],
                          **kwargs)
         self.add_class("simwidgets-segmentation-app")
+        self._set_busy(False)
         self._draw_strip()
 
     # ------------------------------------------------------------------ state

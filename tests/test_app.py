@@ -253,3 +253,23 @@ def test_overlay_animation_bad_input(clip, tmp_path):
         overlay_animation(clip.frames, clip.masks[:3], tmp_path / "a.gif")
     with pytest.raises(BadInputError, match="fps"):
         overlay_animation(clip.frames, clip.masks, tmp_path / "a.gif", fps=0)
+
+
+def test_app_continues_an_existing_session(clip):
+    from simwidgets.session import InteractiveSession
+
+    session = InteractiveSession(clip, model="baseline")
+    session.add_scribbles(clip.scribbles["001"])
+    first = session.propagate()
+    app = SegmentationApp(clip, session=session, width=320, autosave=False)
+    assert app.session is session and app.canvas.scribbles == session.scribbles
+    assert np.array_equal(app.canvas.masks[3], first.masks[3])  # the session's masks are the overlay
+    assert not app.suggest_button.disabled and not app.export_button.disabled
+    paint(app, clip, 8, 0, 0, n=3)
+    app.propagate()
+    assert session.n_rounds == 2 and session.history[-1].n_embedded == 0
+    assert session.history[-1].frames == [8]
+    with pytest.raises(BadInputError, match="the session is for a 10-frame"):
+        SegmentationApp(clip.frames[:5], session=session, autosave=False)
+    with pytest.raises(BadInputError, match="must be an InteractiveSession"):
+        SegmentationApp(clip, session="nope", autosave=False)
