@@ -163,6 +163,7 @@ def evaluate_interactive(
     scribble: Mapping[str, str] | None = None,
     keep_scribbles: bool = False,
     work_dir=None,
+    adapt: Mapping | None = None,
 ) -> dict:
     """Run the DAVIS interactive protocol on sequences of a DAVIS-layout root.
 
@@ -184,6 +185,11 @@ def evaluate_interactive(
     keep_scribbles : also return every scribble given to the method (DAVIS dicts)
     work_dir : where to stage the root and write davisinteractive's CSV reports
         (default: a temporary folder, removed afterwards)
+    adapt : test-time adaptation: ``None`` (off) or keyword arguments for
+        :func:`simwidgets.training.adapt_to_references` (``{}`` for its defaults).  On each
+        sequence's first interaction a copy of the model is fine-tuned on the first
+        scribble, inside the timed prediction, and that copy embeds the video; later
+        interactions reuse it (adapting again would mean embedding again)
 
     Returns
     -------
@@ -193,7 +199,8 @@ def evaluate_interactive(
     interaction: J, F, J&F, ``seconds`` as davisinteractive timed it, ``predict_seconds``
     of the propagation alone, ``scribbled_frames`` the frames whose scribbles it used:
     the human's, then each time the robot's worst frame), ``start`` (``"human"``
-    or ``"robot"``), ``n_frames``, ``n_objects`` and ``seconds_per_frame`` (mean
+    or ``"robot"``), ``adapted`` (the test-time adaptation's steps, seconds and losses, or
+    None), ``n_frames``, ``n_objects`` and ``seconds_per_frame`` (mean
     prediction time per frame).  ``mean`` holds davisinteractive's summary over all
     sequences (``AUC``, ``J&F@60s``) and the means of the final J, F, J&F and of
     ``seconds_per_frame`` (all floats).
@@ -201,6 +208,7 @@ def evaluate_interactive(
     from .davis_compat import import_davisinteractive, offline_davis
     from .models import load_model
     from .palette import save_indexed_png
+    from .scribbles import Scribbles
     from .session import InteractiveSession
     from .video import list_sequences, load_davis_sequence
 
@@ -228,6 +236,13 @@ def evaluate_interactive(
     if unknown:
         raise BadInputError(f"scribble choices given for sequences not evaluated: {unknown}")
     model = load_model(model)
+    if adapt is not None:
+        if not isinstance(adapt, Mapping):
+            raise BadInputError(f"adapt must be None or a dict of adapt_to_references options; got {adapt!r}")
+        try:
+            from .training import adapt_to_references
+        except ImportError:
+            raise BadInputError("test-time adaptation needs simwidgets.training.adapt_to_references") from None
 
     owned = tempfile.TemporaryDirectory(prefix="simwidgets-davis-") if work_dir is None else None
     work = Path(owned.name if owned else work_dir)
@@ -258,10 +273,15 @@ def evaluate_interactive(
                         if current is not None:
                             close(current)
                         video = load_davis_sequence(davis_root, name, lazy=True)
-                        current = runs[name] = {
-                            "session": InteractiveSession(video, model=model, config=config, device=device),
-                            "log": [], "scribbles": [],
-                        }
+                        current = runs[name] = {"log": [], "scribbles": [], "adapted": None}
+                        sequence_model = model
+                        if adapt is not None:
+                            first = Scribbles.from_dict(scribbles, n_frames=video.n_frames)
+                            sequence_model, info = adapt_to_references(model, video.frames, first, device=device,
+                                                                       **dict(adapt))
+                            current["adapted"] = {k: info[k] for k in ("steps", "seconds", "loss_first", "loss_last")}
+                        current["session"] = InteractiveSession(video, model=sequence_model, config=config,
+                                                                device=device)
                     session = current["session"]
                     session.add_scribbles(scribbles)
                     result = session.propagate()
@@ -294,6 +314,7 @@ def evaluate_interactive(
             "interactions": int(interactions),
             "max_time_per_object": max_time,
             "robot_seed": _robot_seed(),
+            "adapt": None if adapt is None else dict(adapt),
             "davisinteractive": getattr(di, "__version__", "1.0.4"),
         },
     }
@@ -328,6 +349,7 @@ def _sequence_row(name, run, report, service, start, keep_scribbles) -> dict:
         "start": start["start"],
         "scribble": start["scribble"],
         "ids_folded": start["ids_folded"],
+        "adapted": run["adapted"] if run else None,
         "seconds": float(sum(predict)),
         "seconds_per_frame": float(np.mean(predict) / n_frames) if predict else 0.0,
         "interactions": interactions,

@@ -25,7 +25,7 @@ CLIPS = {"tennis": (14, 24), "dog-agility": (0, 12)}
 SCALE = 4
 ROW_KEYS = {
     "J", "F", "J&F", "AUC", "J&F@60s", "n_interactions", "n_frames", "n_objects", "start",
-    "scribble", "ids_folded", "seconds", "seconds_per_frame", "interactions", "curve", "scribbles",
+    "scribble", "ids_folded", "adapted", "seconds", "seconds_per_frame", "interactions", "curve", "scribbles",
 }
 
 
@@ -155,6 +155,19 @@ def test_cli(di, root, tmp_path, capsys):
     assert "tennis" in printed and "AUC=" in printed and "J&F@60s=" in printed
 
 
+def test_test_time_adaptation(di, root, tmp_path):
+    """The model is fine-tuned on each sequence's first scribble, inside the timed prediction."""
+    training = pytest.importorskip("simwidgets.training")
+    if not hasattr(training, "adapt_to_references"):
+        pytest.skip("simwidgets.training has no adapt_to_references")
+    result = evaluate_interactive(root, ["tennis"], model="untrained", interactions=1,
+                                  adapt={"steps": 2, "n_triplets": 32}, work_dir=tmp_path)
+    row = result["sequences"]["tennis"]
+    assert row["adapted"]["steps"] == 2 and row["adapted"]["seconds"] > 0
+    assert row["interactions"][0]["seconds"] >= row["adapted"]["seconds"]  # counted in the prediction
+    assert result["settings"]["adapt"] == {"steps": 2, "n_triplets": 32}
+
+
 @pytest.mark.parametrize(
     "kwargs, message",
     [
@@ -166,6 +179,7 @@ def test_cli(di, root, tmp_path, capsys):
         ({"sequences": ["tennis", "tennis"]}, "named twice"),
         ({"sequences": ["tennis"], "scribble": {"tennis": "001"}}, "no scribble file 001"),
         ({"sequences": ["tennis"], "scribble": {"bear": "001"}}, "not evaluated"),
+        ({"adapt": 5}, "adapt must be None or a dict"),
     ],
 )
 def test_bad_arguments(di, root, kwargs, message):
