@@ -256,49 +256,51 @@ def evaluate_interactive(
                 max_time=max_time, max_nb_interactions=int(interactions), report_save_dir=str(work / "reports"),
             ) as davis:
                 current = None
+                rows = {}
 
-                def close(run):
-                    """Keep what the results need, save the masks, free the embeddings."""
+                def close(name):
+                    """Save the masks, score the sequence (progress), free the embeddings."""
+                    run = runs[name]
                     session = run.pop("session")
                     run["frames"] = [record.frames for record in session.history]
                     if save_masks is not None and session.result is not None:
-                        folder = Path(save_masks) / session.name
+                        folder = Path(save_masks) / name
                         folder.mkdir(parents=True, exist_ok=True)
                         for frame_idx, mask in enumerate(session.result.masks):
                             save_indexed_png(mask, folder / f"{frame_idx:05d}.png")
+                    rows[name] = _sequence_row(name, run, davis.get_report(), davis.connector.service,
+                                               starts[name], keep_scribbles)
+                    if progress is not None:
+                        progress(name, rows[name])
 
                 while davis.next():
                     name, scribbles, new_sample = davis.get_scribbles(only_last=True)
                     if new_sample:
                         if current is not None:
                             close(current)
+                        current = name
                         video = load_davis_sequence(davis_root, name, lazy=True)
-                        current = runs[name] = {"log": [], "scribbles": [], "adapted": None}
+                        runs[name] = {"log": [], "scribbles": [], "adapted": None}
                         sequence_model = model
                         if adapt is not None:
                             first = Scribbles.from_dict(scribbles, n_frames=video.n_frames)
                             sequence_model, info = adapt_to_references(model, video.frames, first, device=device,
                                                                        **dict(adapt))
-                            current["adapted"] = {k: info[k] for k in ("steps", "seconds", "loss_first", "loss_last")}
-                        current["session"] = InteractiveSession(video, model=sequence_model, config=config,
-                                                                device=device)
-                    session = current["session"]
+                            runs[name]["adapted"] = {k: info[k] for k in ("steps", "seconds", "loss_first", "loss_last")}
+                        runs[name]["session"] = InteractiveSession(video, model=sequence_model, config=config,
+                                                                   device=device)
+                    run = runs[current]
+                    session = run["session"]
                     session.add_scribbles(scribbles)
                     result = session.propagate()
-                    current["log"].append(session.history[-1].seconds)
+                    run["log"].append(session.history[-1].seconds)
                     if keep_scribbles:
-                        current["scribbles"].append(scribbles)
+                        run["scribbles"].append(scribbles)
                     davis.submit_masks(result.masks.astype(np.int64))
                 if current is not None:
                     close(current)
-                report = davis.get_report()
-                service = davis.connector.service
-                overall = _summarize(service, report, names)
-                rows = {}
-                for name in names:
-                    rows[name] = _sequence_row(name, runs.get(name), report, service, starts[name], keep_scribbles)
-                    if progress is not None:
-                        progress(name, rows[name])
+                overall = _summarize(davis.connector.service, davis.get_report(), names)
+                rows = {name: rows[name] for name in names}  # in the order asked
     finally:
         if owned is not None:
             owned.cleanup()
