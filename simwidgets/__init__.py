@@ -43,6 +43,8 @@ _LAZY = {
     "f_measure": "metrics",
     "auc": "metrics",
     "metric_at": "metrics",
+    "InteractiveSession": "session",
+    "evaluate_interactive": "protocol",
 }
 
 
