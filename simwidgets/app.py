@@ -250,7 +250,7 @@ class SegmentationApp(widgets.VBox):
         try:
             return action()
         except Exception as error:  # noqa: BLE001 - shown to the person, the widget stays usable
-            if "failed" not in self.status.value:
+            if not getattr(error, "_shown_in_status", False):
                 self._say(f"{type(error).__name__}: {html.escape(str(error))}", error=True)
             return None
 
@@ -299,6 +299,7 @@ class SegmentationApp(widgets.VBox):
         except Exception as error:
             self._say(f"propagation failed, the previous masks stay: {type(error).__name__}: "
                       f"{html.escape(str(error))}", error=True)
+            error._shown_in_status = True
             raise
         finally:  # observers of ``busy`` see the finished state
             self.progress.layout.visibility = "hidden"

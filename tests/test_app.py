@@ -221,6 +221,9 @@ def test_failed_round_leaves_the_widget_consistent(painted, clip, monkeypatch):
     assert app.progress.layout.visibility == "hidden"
     assert app.result is result_before
     assert all(np.array_equal(a, b) for a, b in zip(app.canvas.masks, masks_before))
+    app.animation_path.value = "overlay.mp4"  # a later, different error replaces the message
+    app.animation_button.click()
+    assert "give a .gif path" in app.status.value and "out of memory" not in app.status.value
     monkeypatch.setattr(app.session, "propagate", original)
     app.propagate_button.click()  # and the next round works, with the new strokes
     assert app.session.n_rounds == 2 and "round 2" in app.status.value
