@@ -126,18 +126,25 @@ class Provenance:
             for rank in range(len(self.ref_frames))
         ]
 
-    def __str__(self) -> str:
+    def describe(self, max_rows: int | None = None) -> str:
+        """Text: the label, the votes, then the nearest references (``max_rows`` at most)."""
         x, y = self.point
         votes = ", ".join(f"{'bg' if i == 0 else i}: {v:.2f}" for i, v in self.vote_dict().items())
         lines = [f"pixel ({x}, {y}) of frame {self.frame_idx} -> object {self.label}  (votes {votes})"]
         if self.clamped:
             lines.append("  the user labelled this pixel: the transfer keeps that label")
-        for row in self.rows():
+        rows = self.rows()
+        for row in rows if max_rows is None else rows[:max_rows]:
             lines.append(
                 f"  #{row['rank']:<2d} frame {row['frame_idx']:3d} ({row['x']:4d}, {row['y']:4d}) "
                 f"object {row['object_id']}  similarity {row['similarity']:+.3f}  weight {row['weight']:.3f}"
             )
+        if max_rows is not None and len(rows) > max_rows:
+            lines.append(f"  ... {len(rows) - max_rows} more")
         return "\n".join(lines)
+
+    def __str__(self) -> str:
+        return self.describe()
 
     def to_html(self, title: str = "") -> str:
         """A small HTML table (for the widget)."""
@@ -198,7 +205,8 @@ class EmbeddingProbe:
         self.grid = self.engine.grid
         self.n_frames, self.height, self.width = self.engine.n_frames, self.engine.height, self.engine.width
         self._references = None
-        self._built: tuple | None = None  # (source dict, config, class_ids, refs, grids)
+        self._built: tuple | None = None  # (source dict, config, class_ids, answer)
+        self._recent: dict[int, torch.Tensor] = {}  # float32 copies of the frames last read
         if references is not None:
             self.set_references(references)
 
@@ -244,16 +252,31 @@ class EmbeddingProbe:
         self.cache.ensure([self._check_frame(f) for f in frame_indices])
         return self.cache.n_computed - before
 
+    def embedding(self, frame_idx: int) -> torch.Tensor:
+        """``(D, h, w)`` float32 embedding of a frame, read from the cache.
+
+        The cache stores float16; the float32 copies of the last few frames read are kept,
+        so repeated clicks on the frames on show convert nothing.
+        """
+        frame_idx = self._check_frame(frame_idx)
+        emb = self._recent.get(frame_idx)
+        if emb is None:
+            emb = self.cache[frame_idx]
+            if len(self._recent) >= 4:
+                self._recent.pop(next(iter(self._recent)))
+            self._recent[frame_idx] = emb
+        return emb
+
     def vector(self, frame_idx: int, x, y) -> torch.Tensor:
         """The ``(D,)`` embedding of pixel ``(x, y)`` of a frame (from the cache)."""
         row, col = self.cell_of(x, y)
-        return self.cache[self._check_frame(frame_idx)][:, row, col]
+        return self.embedding(frame_idx)[:, row, col]
 
     def similarity(self, frame_idx: int, x, y, target_frame: int | None = None) -> np.ndarray:
         """Cosine similarity ``(h, w)`` float32 of pixel ``(x, y)`` of ``frame_idx`` to every
         cell of ``target_frame`` (the same frame when None)."""
         query = self.vector(frame_idx, x, y)
-        target = self.cache[self._check_frame(frame_idx if target_frame is None else target_frame)]
+        target = self.embedding(frame_idx if target_frame is None else target_frame)
         return torch.einsum("d,dhw->hw", query, target).cpu().numpy()
 
     def top_matches(self, similarity, k: int, exclude=None) -> tuple[np.ndarray, np.ndarray]:
@@ -361,7 +384,7 @@ class EmbeddingProbe:
             raise BadInputError(f"k must be a positive integer; got {k!r}")
         k = min(int(k), len(refs))
         row, col = self.cell_of(x, y)
-        query = self.cache[frame_idx][:, row, col]
+        query = self.embedding(frame_idx)[:, row, col]
         values, index = LabelTransfer._topk_global(query[None], refs, k)
         weights = torch.nan_to_num(torch.softmax(values / config.temperature, dim=1), nan=0.0)
         labels = refs.labels[index[0]]
@@ -511,12 +534,12 @@ class SimilarityExplorer(widgets.VBox):
         self._views = {}
         rows = []
         for model_name in self.probes:
-            query = MultiCanvas(3, width=cw, height=ch)
-            target = MultiCanvas(3, width=cw, height=ch)
+            query = MultiCanvas(2, width=cw, height=ch)  # the frame with its heat map, the marks
+            target = MultiCanvas(2, width=cw, height=ch)
             bar = Canvas(width=64, height=ch)
             query.on_mouse_down(self.handle_mouse_down)
             for multi in (query, target):
-                for index in range(3):
+                for index in range(2):
                     multi[index].on_client_ready(self.redraw)
             bar.on_client_ready(self.redraw)
             query_title, target_title = widgets.HTML(), widgets.HTML()
@@ -545,6 +568,9 @@ class SimilarityExplorer(widgets.VBox):
         self.scale_toggle.observe(self._on_options, names="value")
         self.opacity_slider.observe(lambda change: self.redraw(), names="value")
         self._embed_shown()
+        for probe in self.probes.values():
+            if probe.has_references:
+                probe.references()  # built now, so that the first click is as quick as the next
         self.redraw()
 
     # ------------------------------------------------------------------ state
@@ -679,18 +705,19 @@ class SimilarityExplorer(widgets.VBox):
                 view["target_title"].value = f"frame {t}"
                 for key, frame, which in (("query", q, "query"), ("target", t, "target")):
                     multi = view[key]
-                    multi[0].put_image_data(self._display_frame(frame), 0, 0)
+                    image = self._display_frame(frame)
                     multi[1].clear()
-                    multi[2].clear()
                     if result is None:
+                        multi[0].put_image_data(image, 0, 0)
                         continue
                     sim = result.query_map if which == "query" else result.target_map
                     low, high = result.vrange
-                    multi[1].put_image_data(
-                        viz.heatmap_rgba(sim, low, high, self.cmap, opacity, size=self.canvas_size), 0, 0
-                    )
+                    # blended here and sent as RGB (JPEG): an RGBA layer would be a PNG per click
+                    heat = viz.heatmap_rgba(sim, low, high, self.cmap, 1.0, size=self.canvas_size)[..., :3]
+                    blended = image * (1.0 - opacity) + heat * opacity
+                    multi[0].put_image_data(blended.astype(np.uint8), 0, 0)
                     matches = result.query_matches if which == "query" else result.target_matches
-                    layer = multi[2]
+                    layer = multi[1]
                     layer.stroke_style = "cyan"
                     layer.line_width = 2
                     for rank, (cx, cy) in enumerate(self._to_canvas(matches), 1):

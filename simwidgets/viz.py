@@ -104,12 +104,17 @@ def overlay(frame: np.ndarray, mask: np.ndarray, opacity: float = 0.5) -> np.nda
 
 
 def draw_scribbles(ax, scribbles: Scribbles, frame_idx: int, size: tuple[int, int], linewidth: float = 2.5):
-    """Plot a frame's strokes on a matplotlib axis showing a ``size = (H, W)`` image."""
+    """Plot a frame's strokes on a matplotlib axis showing a ``size = (H, W)`` image.
+
+    Object strokes are drawn in their DAVIS colour with a white halo (so a dark red stroke
+    stays visible over a red mask overlay), background strokes in white with a black halo.
+    """
     height, width = size
     for stroke in scribbles.frames[frame_idx]:
         xy = stroke.pixel_path(height, width)
         colour = _PALETTE[stroke.object_id] / 255.0 if stroke.object_id else (1.0, 1.0, 1.0)
-        ax.plot(xy[:, 0], xy[:, 1], "-", color="black", linewidth=linewidth + 1.5, solid_capstyle="round")
+        halo = "white" if stroke.object_id else "black"
+        ax.plot(xy[:, 0], xy[:, 1], "-", color=halo, linewidth=linewidth + 1.5, solid_capstyle="round")
         ax.plot(xy[:, 0], xy[:, 1], "-", color=colour, linewidth=linewidth, solid_capstyle="round")
 
 
@@ -742,8 +747,9 @@ def show_provenance(frames, provenance, title: str | None = None, width: float =
     max_frames : reference frames shown at most (those holding the heaviest references)
 
     Returns the figure: the query frame with the pixel (cross), then the reference
-    frame(s) with the voting references (rings in their object's colour, area = weight,
-    numbered by rank), then the votes per object as bars.
+    frame(s) with the voting references (rings in their object's colour, white for
+    background; ring area grows with the vote weight; numbered by rank), then the votes
+    per object as bars.
     """
     import matplotlib.pyplot as plt
 
@@ -759,8 +765,8 @@ def show_provenance(frames, provenance, title: str | None = None, width: float =
     aspect = first.shape[0] / first.shape[1]
     n_panels = 2 + len(shown)
     ratios = [1.0] * (1 + len(shown)) + [0.45]
-    fig, axes = plt.subplots(1, n_panels, figsize=(width * (n_panels - 0.55), width * aspect + 0.5),
-                             gridspec_kw={"width_ratios": ratios})
+    fig, axes = plt.subplots(1, n_panels, figsize=(width * (n_panels - 0.4), width * aspect + 0.9),
+                             gridspec_kw={"width_ratios": ratios}, layout="constrained")
     ax = axes[0]
     ax.imshow(first)
     x, y = p.point
@@ -770,13 +776,17 @@ def show_provenance(frames, provenance, title: str | None = None, width: float =
     ax.axis("off")
     points = np.asarray(p.ref_points, dtype=float)
     objects = np.asarray(p.ref_objects)
-    scale = 500.0 / max(weights.max(initial=0.0), 1e-12)
+    scale = 220.0 / max(weights.max(initial=0.0), 1e-12)
     for ax, f in zip(axes[1:], shown):
         ax.imshow(np.asarray(frames[f]))
-        for rank in np.flatnonzero(ref_frames == f):
+        for rank in np.flatnonzero(ref_frames == f)[::-1]:  # nearest drawn last, on top
             colour = _object_rgb(objects[rank]) if objects[rank] > 0 else (1.0, 1.0, 1.0)
-            ax.scatter([points[rank, 0]], [points[rank, 1]], s=20 + weights[rank] * scale, facecolors="none",
-                       edgecolors=colour, linewidths=1.8)
+            halo = "white" if objects[rank] > 0 else "black"
+            size = 25 + weights[rank] * scale
+            ax.scatter([points[rank, 0]], [points[rank, 1]], s=size, facecolors="none", edgecolors=halo,
+                       linewidths=3.2)
+            ax.scatter([points[rank, 0]], [points[rank, 1]], s=size, facecolors="none", edgecolors=colour,
+                       linewidths=1.6)
             ax.annotate(str(rank + 1), tuple(points[rank]), xytext=(5, 4), textcoords="offset points",
                         color=colour, fontsize=7)
         n_here = int((ref_frames == f).sum())
@@ -792,5 +802,4 @@ def show_provenance(frames, provenance, title: str | None = None, width: float =
     ax.set_xlabel("object")
     if title:
         fig.suptitle(title, fontsize=11)
-    fig.tight_layout()
     return fig

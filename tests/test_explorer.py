@@ -15,6 +15,7 @@ import pytest  # noqa: E402
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
+from simwidgets import viz  # noqa: E402
 from simwidgets.errors import BadInputError  # noqa: E402
 from simwidgets.explorer import EmbeddingProbe, SimilarityExplorer  # noqa: E402
 from simwidgets.models import EmbeddingModel  # noqa: E402
@@ -240,6 +241,9 @@ def test_provenance_lists_the_right_reference_pixels(hand_made):
     r = probe.provenance(0, 6, 1)  # cell (0, 3): the background reference B itself
     assert r.clamped and r.label == 0 and r.ref_cells[0].tolist() == [0, 3]
     assert r.similarities[0] == pytest.approx(1.0, abs=2e-3)
+    fig = viz.show_provenance(engine.cache.frames, p)
+    assert len(fig.axes) == 3  # the pixel, the one reference frame, the votes
+    assert [bar.get_height() for bar in fig.axes[-1].patches] == pytest.approx(p.votes.tolist())
     text = str(p)
     assert "object 1" in text and "frame   0" in text
     assert [row["object_id"] for row in p.rows()] == [1, 1, 0]
