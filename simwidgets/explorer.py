@@ -146,23 +146,28 @@ class Provenance:
     def __str__(self) -> str:
         return self.describe()
 
-    def to_html(self, title: str = "") -> str:
-        """A small HTML table (for the widget)."""
+    def to_html(self, title: str = "", max_rows: int | None = 8) -> str:
+        """A compact HTML table (for the widget): label, votes, the nearest references."""
         votes = " &nbsp; ".join(
             f"<b>{'bg' if i == 0 else i}</b> {v:.2f}" for i, v in self.vote_dict().items()
         )
-        head = f"<b>{html.escape(title)}</b> " if title else ""
+        head = f"<b>{html.escape(title)}</b><br>" if title else ""
         note = " (user-labelled: kept)" if self.clamped else ""
+        rows = self.rows()
+        shown = rows if max_rows is None else rows[:max_rows]
+        cell = "style='padding:0 6px'"
         body = "".join(
-            f"<tr><td>{r['rank']}</td><td>{r['frame_idx']}</td><td>({r['x']}, {r['y']})</td>"
-            f"<td>{'bg' if r['object_id'] == 0 else r['object_id']}</td>"
-            f"<td>{r['similarity']:+.3f}</td><td>{r['weight']:.3f}</td></tr>"
-            for r in self.rows()
+            f"<tr><td {cell}>{r['rank']}</td><td {cell}>{r['frame_idx']}</td><td {cell}>({r['x']}, {r['y']})</td>"
+            f"<td {cell}>{'bg' if r['object_id'] == 0 else r['object_id']}</td>"
+            f"<td {cell}>{r['similarity']:+.3f}</td><td {cell}>{r['weight']:.3f}</td></tr>"
+            for r in shown
         )
+        more = f"<div>... {len(rows) - len(shown)} more</div>" if len(shown) < len(rows) else ""
         return (
-            f"<div>{head}label <b>{self.label}</b>{note} &middot; votes {votes}</div>"
-            "<table style='font-size:11px'><tr><th>#</th><th>frame</th><th>pixel</th><th>object</th>"
-            f"<th>sim</th><th>weight</th></tr>{body}</table>"
+            f"<div style='font-size:12px;line-height:1.25'>{head}label <b>{self.label}</b>{note} &middot; votes {votes}"
+            "<table style='font-size:11px;line-height:1.15;border-collapse:collapse'><tr>"
+            f"<th {cell}>#</th><th {cell}>frame</th><th {cell}>pixel</th><th {cell}>object</th>"
+            f"<th {cell}>sim</th><th {cell}>weight</th></tr>{body}</table>{more}</div>"
         )
 
 
@@ -532,11 +537,13 @@ class SimilarityExplorer(widgets.VBox):
         self.status = widgets.HTML("Click a pixel of a query frame.")
         ch, cw = self.canvas_size
         self._views = {}
-        rows = []
+        rows, provenances = [], []
         for model_name in self.probes:
             query = MultiCanvas(2, width=cw, height=ch)  # the frame with its heat map, the marks
             target = MultiCanvas(2, width=cw, height=ch)
             bar = Canvas(width=64, height=ch)
+            query.add_class("simwidgets-explorer-query")
+            target.add_class("simwidgets-explorer-target")
             query.on_mouse_down(self.handle_mouse_down)
             for multi in (query, target):
                 for index in range(2):
@@ -554,14 +561,16 @@ class SimilarityExplorer(widgets.VBox):
                                  f"{html.escape(self.probes[model_name].model.arch)}, stride "
                                  f"{self.probes[model_name].stride}"),
                     widgets.HBox([widgets.VBox([query_title, query]), widgets.VBox([target_title, target]), bar]),
-                    provenance,
                 ])
             )
+            provenances.append(provenance)
         controls = widgets.VBox([
             widgets.HBox([self.query_slider, self.target_slider]),
             widgets.HBox([self.top_k_slider, self.opacity_slider, self.scale_toggle]),
         ])
-        super().__init__([controls, *rows, self.status])
+        provenance_row = widgets.HBox(provenances, layout=widgets.Layout(gap="24px"))
+        super().__init__([controls, *rows, provenance_row, self.status])
+        self.add_class("simwidgets-similarity-explorer")
         for control in (self.query_slider, self.target_slider):
             control.observe(self._on_frames, names="value")
         self.top_k_slider.observe(self._on_options, names="value")
@@ -730,7 +739,7 @@ class SimilarityExplorer(widgets.VBox):
                         _cross(layer, float(cx), float(cy))
                 self._draw_bar(view["bar"], result)
                 view["provenance"].value = (
-                    result.provenance.to_html("provenance of the label:")
+                    result.provenance.to_html(f"{model_name}: provenance of pixel {self.point}")
                     if result is not None and result.provenance is not None else ""
                 )
 
