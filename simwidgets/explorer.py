@@ -550,7 +550,7 @@ class SimilarityExplorer(widgets.VBox):
                     multi[index].on_client_ready(self.redraw)
             bar.on_client_ready(self.redraw)
             query_title, target_title = widgets.HTML(), widgets.HTML()
-            provenance = widgets.HTML()
+            provenance = widgets.HTML(layout=widgets.Layout(margin="0 24px 0 0"))
             self._views[model_name] = {
                 "query": query, "target": target, "bar": bar,
                 "query_title": query_title, "target_title": target_title, "provenance": provenance,
@@ -568,7 +568,7 @@ class SimilarityExplorer(widgets.VBox):
             widgets.HBox([self.query_slider, self.target_slider]),
             widgets.HBox([self.top_k_slider, self.opacity_slider, self.scale_toggle]),
         ])
-        provenance_row = widgets.HBox(provenances, layout=widgets.Layout(gap="24px"))
+        provenance_row = widgets.HBox(provenances)
         super().__init__([controls, *rows, provenance_row, self.status])
         self.add_class("simwidgets-similarity-explorer")
         for control in (self.query_slider, self.target_slider):
