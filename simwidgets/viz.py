@@ -42,6 +42,7 @@ __all__ = [
     "CellSample",
     "sample_cells",
     "project_2d",
+    "tsne_available",
     "plot_projection",
     "PairSimilarities",
     "pair_similarities",
