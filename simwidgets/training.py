@@ -150,6 +150,8 @@ class TrainConfig:
             raise BadInputError(f"val_scale must lie in (0, 4]; got {self.val_scale}")
         if self.val_max_frames is not None and self.val_max_frames < 2:
             raise BadInputError("val_max_frames must be at least 2 (frame 0 is the reference)")
+        if not 0.0 <= self.hard_fraction <= 1.0:
+            raise BadInputError(f"hard_fraction must lie in [0, 1]; got {self.hard_fraction}")
         if not self.lr > 0:
             raise BadInputError(f"lr must be positive; got {self.lr}")
 
@@ -810,6 +812,8 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentPar
     parser.add_argument("--crop", type=int, default=d.crop)
     parser.add_argument("--loss", default=d.loss, choices=sorted(LOSSES))
     parser.add_argument("--lr", type=float, default=d.lr)
+    parser.add_argument("--hard-fraction", type=float, default=d.hard_fraction,
+                        help="share of negatives drawn next to the anchor's object (default %(default)s)")
     parser.add_argument("--seed", type=int, default=d.seed)
     parser.add_argument("--sequences", default=None, help="comma-separated sequences to use (default: all in the root)")
     parser.add_argument("--val-sequences", default=None,
@@ -852,6 +856,7 @@ def run_train(args: argparse.Namespace) -> TrainResult:
     config = TrainConfig(
         arch=args.arch, arch_options=arch_options, weights=weights, freeze_backbone=not args.train_backbone,
         steps=args.steps, batch_pairs=args.batch_pairs, crop=args.crop, loss=args.loss, lr=args.lr,
+        hard_fraction=args.hard_fraction,
         seed=args.seed, val_every=args.val_every, val_max_frames=args.val_max_frames,
         val_scale=args.val_scale, device=args.device,
     )
