@@ -45,6 +45,9 @@ _LAZY = {
     "metric_at": "metrics",
     "InteractiveSession": "session",
     "evaluate_interactive": "protocol",
+    "SegmentationApp": "app",
+    "SimilarityExplorer": "explorer",
+    "EmbeddingProbe": "explorer",
 }
 
 
