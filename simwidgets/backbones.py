@@ -397,6 +397,11 @@ class _BackboneEmbedding(EmbeddingModel):
     def _assemble(self, levels: dict[int, torch.Tensor], x: torch.Tensor) -> torch.Tensor:
         feats = self.head(levels)
         if self.colour_weight > 0:
+            # The learned part goes on the unit sphere, so the colour and coordinate weights
+            # set a definite balance: with a constant learned part this is exactly the
+            # hand-crafted baseline (its constant channel); where the learned cosine is
+            # low, colour and position cannot make two cells similar.
+            feats = F.normalize(feats.float(), dim=1).to(feats.dtype)
             from .features import rgb_to_lab
 
             pooled = F.avg_pool2d(x.float(), self.stride, self.stride, ceil_mode=True)[..., : feats.shape[-2], : feats.shape[-1]]
@@ -433,10 +438,10 @@ class EfficientNetLiteEmbedding(_BackboneEmbedding):
     coord_weight : weight of the appended normalised ``(x, y)`` channels (0 = none)
     head_width : channels of the fusion head
     top_stride : deepest backbone level used (16 by default; 32 adds the slow last stages)
-    colour_weight : when > 0, append each cell's mean CIE L*a*b* colour (as in the
-        hand-crafted baseline) with this initial, learnable weight: the ImageNet features
-        are semantic but coarse, colour is exact at object boundaries; the loss decides
-        how much of each the similarity uses
+    colour_weight : when > 0, the learned features are L2-normalised and each cell's mean
+        CIE L*a*b* colour (as in the hand-crafted baseline) is appended with this initial,
+        learnable weight: the ImageNet features are semantic but coarse, colour is exact
+        at object boundaries; the loss decides how much of each the similarity uses
     weights : ``"imagenet"``, a state-dict file, or None (random initialisation)
     """
 

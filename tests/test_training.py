@@ -289,3 +289,21 @@ def test_test_time_adaptation_accepts_scribbles_and_checks_input(bear):
     assert info["frames"] == scribbles.annotated_frames and info["steps"] == 2
     _, info = adapt_to_references(model, bear.frames, scribbles, steps=2, background_margin=None)
     assert info["steps"] == 0
+
+
+def test_simwidgets_cli_train_subcommand_records_its_command(tmp_path, write_davis, monkeypatch):
+    from simwidgets.cli import main
+
+    root = tmp_path / "davis"
+    for seed, name in enumerate(["aa", "bb"]):
+        video = synthetic_video(n_frames=4, n_objects=1, height=32, width=48, seed=seed)
+        write_davis(root, name, video.frames, video.masks)
+    out = tmp_path / "m.pt"
+    argv = ["train", "--davis-root", str(root), "--out", str(out), "--arch", "fcn-small", "--steps", "2",
+            "--crop", "32", "--batch-pairs", "1", "--val-sequences", "bb", "--val-every", "0", "--no-progress"]
+    monkeypatch.setattr("sys.argv", ["simwidgets", *argv])
+    assert main(argv) == 0
+    record = load_model(out).training_record
+    assert record["command"] == "python -m simwidgets train " + " ".join(argv[1:])
+    assert record["train_sequences"] == ["aa"] and record["val_sequences"] == ["bb"]
+    assert record["config"]["weights"] is None  # fcn-small has no pretrained backbone
