@@ -205,3 +205,18 @@ def test_colour_channels_are_the_cell_colour_with_a_learnable_weight(tmp_path):
         model.log_colour_scale.fill_(0.0)
     loaded = load_model(save_checkpoint(model, tmp_path / "c.pt"))
     assert float(loaded.log_colour_scale.detach()) == 0.0 and loaded.config()["colour_weight"] == 2.0
+
+
+def test_colour_model_with_a_constant_learned_part_is_the_baseline(synthetic):
+    """With colour channels, the learned part is normalised first: if the network
+    answered a constant, similarities would be exactly the hand-crafted baseline's."""
+    model = build_model("effnet-lite0", dim=6, stride=8, colour_weight=2.0, coord_weight=0.5).eval()
+    with torch.no_grad():
+        model.head.project.weight.zero_()
+        model.head.project.bias.fill_(3.0)  # one learned channel, constant and positive
+    baseline = build_model("baseline-colour-position", stride=8, colour_weight=2.0, coord_weight=0.5)
+    frames = np.ascontiguousarray(synthetic.frames[:2, :64, :96])
+    ours, theirs = model.embed(frames, device="cpu"), baseline.embed(frames, device="cpu")
+    gram = lambda e: torch.einsum("dn,dm->nm", e.reshape(e.shape[0], -1), e.reshape(e.shape[0], -1))  # noqa: E731
+    for a, b in zip(ours, theirs):
+        assert torch.allclose(gram(a), gram(b), atol=1e-4)
