@@ -214,7 +214,9 @@ def test_colour_model_with_a_constant_learned_part_is_the_baseline(synthetic):
     with torch.no_grad():
         model.head.project.weight.zero_()
         model.head.project.bias.fill_(3.0)  # one learned channel, constant and positive
-    baseline = build_model("baseline-colour-position", stride=8, colour_weight=2.0, coord_weight=0.5)
+    from simwidgets.features import ColourPositionEmbedding
+
+    baseline = ColourPositionEmbedding(stride=8, colour_weight=2.0, coord_weight=0.5)
     frames = np.ascontiguousarray(synthetic.frames[:2, :64, :96])
     ours, theirs = model.embed(frames, device="cpu"), baseline.embed(frames, device="cpu")
     gram = lambda e: torch.einsum("dn,dm->nm", e.reshape(e.shape[0], -1), e.reshape(e.shape[0], -1))  # noqa: E731
