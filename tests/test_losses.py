@@ -68,7 +68,7 @@ def test_pairwise_is_logistic_regression_on_scaled_cosine():
     expected = 0.5 * (-math.log(torch.sigmoid(torch.tensor(4 * 0.70710678 - 1.0)).item())
                       - math.log(1 - torch.sigmoid(torch.tensor(-1.0)).item()))
     assert float(loss_fn(anchor, positive, negative).detach()) == pytest.approx(expected, rel=1e-5)
-    assert float(loss_fn.scale) == pytest.approx(4.0)
+    assert float(loss_fn.scale.detach()) == pytest.approx(4.0)
     assert loss_fn.extra_state_dict() == pytest.approx({"scale": 4.0, "bias": -1.0})
 
 
