@@ -152,7 +152,7 @@ class VideoSequence:
     ----------
     name : str
     frames : np.ndarray or LazyFrames, ``(T, H, W, 3)`` uint8
-    masks : np.ndarray or None, ``(T, H, W)`` int64 object ids (0 = background)
+    masks : np.ndarray or None, ``(T, H, W)`` object ids (0 = background), uint8 when they fit
     scribbles : dict mapping a file stem (``"001"``) to :class:`Scribbles`
     """
 
@@ -204,7 +204,12 @@ class VideoSequence:
 
 
 def validate_masks(masks, expected_shape: tuple[int, int, int]) -> np.ndarray:
-    """Check a ``(T, H, W)`` label array against the video's shape; returns int64."""
+    """Check a ``(T, H, W)`` label array against the video's shape.
+
+    Returns uint8 when every id fits the DAVIS palette (0..255; always, in practice): a
+    480p video of 80 frames then holds 33 MB of masks instead of 262 MB as int64.  Larger
+    ids (16-bit label images) stay int64.
+    """
     masks = np.asarray(masks)
     if masks.shape != tuple(expected_shape):
         raise BadInputError(
@@ -212,10 +217,11 @@ def validate_masks(masks, expected_shape: tuple[int, int, int]) -> np.ndarray:
         )
     if not np.issubdtype(masks.dtype, np.integer) and masks.dtype != bool:
         raise BadInputError(f"masks must hold integer object ids; got dtype {masks.dtype}")
-    masks = masks.astype(np.int64)
     if masks.size and masks.min() < 0:
         raise BadInputError(f"masks hold a negative object id ({masks.min()})")
-    return masks
+    if masks.size == 0 or masks.max() <= 255:
+        return masks.astype(np.uint8)
+    return masks.astype(np.int64)
 
 
 def list_sequences(root: str | Path, resolution: str = "480p") -> list[str]:
@@ -284,7 +290,7 @@ def load_davis_sequence(
             masks = np.stack(raw)
             present = np.unique(masks)
             if set(present.tolist()) <= {0, 255}:
-                masks = (masks > 0).astype(np.int64)
+                masks = (masks > 0).astype(np.uint8)
 
     scribbles = {}
     scribble_dir = root / "Scribbles" / name
@@ -360,7 +366,7 @@ def synthetic_video(
         )
 
     frames = np.empty((n_frames, height, width, 3), dtype=np.uint8)
-    masks = np.zeros((n_frames, height, width), dtype=np.int64)
+    masks = np.zeros((n_frames, height, width), dtype=np.uint8)
     for t in range(n_frames):
         image = background.copy()
         label = np.zeros((height, width), dtype=np.int64)

@@ -178,7 +178,7 @@ CATALOGUE = [
      r"frame-count mismatch in 'toy': 4 frames but 3 masks"),
     ("frame-count mismatch of masks in memory", lambda tmp: VideoSequence("x", VIDEO.frames, VIDEO.masks[:3]),
      r"masks of shape \(3, 24, 32\) do not match the video \(4, 24, 32\)"),
-    ("negative object id in masks", lambda tmp: VideoSequence("x", VIDEO.frames, VIDEO.masks - 1),
+    ("negative object id in masks", lambda tmp: VideoSequence("x", VIDEO.frames, VIDEO.masks.astype(np.int64) - 1),
      r"masks hold a negative object id \(-1\)"),
     ("masks that are not integer ids", lambda tmp: VideoSequence("x", VIDEO.frames, VIDEO.masks * 0.5),
      r"masks must hold integer object ids; got dtype float64"),

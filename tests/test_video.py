@@ -231,9 +231,12 @@ def test_synthetic_objects_differ_from_their_surroundings(synthetic):
 def test_video_sequence_validates_masks(synthetic):
     with pytest.raises(BadInputError, match="do not match the video"):
         VideoSequence("x", synthetic.frames, synthetic.masks[:, :-1])
-    video = VideoSequence("x", synthetic.frames, synthetic.masks.astype(np.uint8))
-    assert video.masks.dtype == np.int64
+    video = VideoSequence("x", synthetic.frames, synthetic.masks.astype(np.int64))
+    assert video.masks.dtype == np.uint8  # one byte per pixel: ids fit the palette
     np.testing.assert_array_equal(video.masks, synthetic.masks)
+    wide = synthetic.masks.astype(np.int64)
+    wide[0, 0, 0] = 300  # a 16-bit label image keeps its ids
+    assert VideoSequence("x", synthetic.frames, wide).masks.dtype == np.int64
 
 
 def test_clip_keeps_frames_masks_and_scribbles_aligned(bear):
