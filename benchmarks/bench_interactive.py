@@ -1,0 +1,164 @@
+"""The DAVIS interactive protocol on a whole DAVIS root, for several models (issue 5).
+
+    .venv/bin/python benchmarks/bench_interactive.py --davis-root ../shared/data/davis2016 \
+        --models default,baseline [--interactions 8] [--sequences a,b]
+
+Runs :func:`simwidgets.protocol.evaluate_interactive` (davisinteractive's own session,
+robot and summary, offline) once per model and writes
+``benchmarks/results/interactive_<root>.json`` and ``.md``: per-sequence AUC, J&F@60s and
+final J&F, davisinteractive's pooled means, and the means over the sequences each model
+was **trained on** and those it was **not** (read from the checkpoint's own training
+record, so the split cannot be misreported).  The protocol times every prediction, so the
+figures depend on the machine and on its load: the load average before and after each
+model's run is recorded beside them.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+from simwidgets.models import load_model  # noqa: E402
+from simwidgets.protocol import evaluate_interactive  # noqa: E402
+
+RESULTS = REPO / "benchmarks" / "results"
+
+
+def cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def trained_on(model_name: str) -> list[str]:
+    """Sequences the model saw in training, from its checkpoint record (none for the baseline)."""
+    record = getattr(load_model(model_name), "training_record", None) or {}
+    return sorted(record.get("train_sequences", []))
+
+
+def subset_means(rows: dict, names: list[str]) -> dict | None:
+    picked = [rows[n] for n in names if n in rows]
+    if not picked:
+        return None
+    keys = ("AUC", "J&F@60s", "J&F", "seconds_per_frame")
+    return {"n": len(picked), **{k: float(np.mean([r[k] for r in picked])) for k in keys}}
+
+
+def run(args) -> dict:
+    sequences = args.sequences.split(",") if args.sequences else None
+    report = {
+        "machine": {
+            "cpu": cpu_name(),
+            "cores": os.cpu_count(),
+            "torch_threads": torch.get_num_threads(),
+            "torch": torch.__version__,
+            "python": platform.python_version(),
+        },
+        "davis_root": str(args.davis_root),
+        "interactions": args.interactions,
+        "models": {},
+    }
+    for model_name in args.models.split(","):
+        seen = trained_on(model_name)
+        load_start = os.getloadavg()
+        start = time.perf_counter()
+
+        def progress(name, row, seen=seen):
+            tag = "trained on" if name in seen else "held out"
+            print(f"  {model_name:10s} {name:18s} AUC {row['AUC']:.3f}  J&F@60s {row['J&F@60s']:.3f}  "
+                  f"final J&F {row['J&F']:.3f}  {row['n_interactions']} interactions  "
+                  f"{row['seconds_per_frame']:.2f} s/frame  ({tag})", flush=True)
+
+        result = evaluate_interactive(args.davis_root, sequences, model=model_name, interactions=args.interactions,
+                                      progress=progress)
+        rows = result["sequences"]
+        held_out = [n for n in rows if n not in seen]
+        report["models"][model_name] = {
+            "mean": result["mean"],
+            "trained_on": seen,
+            "held_out_mean": subset_means(rows, held_out),
+            "trained_on_mean": subset_means(rows, seen),
+            "sequences": {
+                n: {k: r[k] for k in ("AUC", "J&F@60s", "J&F", "n_interactions", "n_frames", "seconds_per_frame",
+                                      "start")}
+                for n, r in rows.items()
+            },
+            "wall_seconds": time.perf_counter() - start,
+            "load_average_before": [round(x, 2) for x in load_start],
+            "load_average_after": [round(x, 2) for x in os.getloadavg()],
+        }
+    return report
+
+
+def markdown(report: dict) -> str:
+    m = report["machine"]
+    lines = [
+        f"# DAVIS interactive protocol on `{report['davis_root']}`",
+        "",
+        f"{report['interactions']} interactions, 30 s per object per interaction (the 2018 challenge's budget); "
+        f"davisinteractive's robot and summary. Machine: {m['cpu']}, {m['cores']} cores, torch {m['torch']} "
+        f"({m['torch_threads']} threads), no GPU.",
+        "",
+    ]
+    for name, r in report["models"].items():
+        lines += [
+            f"## {name}",
+            "",
+            f"Load average before/after: {r['load_average_before']} / {r['load_average_after']}; "
+            f"wall time {r['wall_seconds'] / 60:.1f} min.",
+            "",
+            "| sequences | n | AUC | J&F@60s | final J&F | s/frame |",
+            "|---|---|---|---|---|---|",
+            f"| all (davisinteractive's pooled summary) | {len(r['sequences'])} | {r['mean']['AUC']:.3f} | "
+            f"{r['mean']['J&F@60s']:.3f} | {r['mean']['J&F']:.3f} | {r['mean']['seconds_per_frame']:.2f} |",
+        ]
+        for label, key in (("held out (not trained on), mean of sequences", "held_out_mean"),
+                           ("trained on, mean of sequences", "trained_on_mean")):
+            s = r[key]
+            if s:
+                lines.append(f"| {label} | {s['n']} | {s['AUC']:.3f} | {s['J&F@60s']:.3f} | {s['J&F']:.3f} | "
+                             f"{s['seconds_per_frame']:.2f} |")
+        lines += ["", "| sequence | trained on | AUC | J&F@60s | final J&F | interactions | s/frame |",
+                  "|---|---|---|---|---|---|---|"]
+        for seq, row in r["sequences"].items():
+            lines.append(f"| {seq} | {'yes' if seq in r['trained_on'] else 'no'} | {row['AUC']:.3f} | "
+                         f"{row['J&F@60s']:.3f} | {row['J&F']:.3f} | {row['n_interactions']} | "
+                         f"{row['seconds_per_frame']:.2f} |")
+        lines.append("")
+    return "\n".join(lines)
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--davis-root", type=Path, default=REPO.parent / "shared" / "data" / "davis2016")
+    parser.add_argument("--models", default="default,baseline", help="comma-separated names or checkpoint paths")
+    parser.add_argument("--sequences", default=None, help="comma-separated (default: every sequence of the root)")
+    parser.add_argument("--interactions", type=int, default=8)
+    parser.add_argument("--out", type=Path, default=None, help="JSON to write (default: results/interactive_<root>.json)")
+    args = parser.parse_args(argv)
+    report = run(args)
+    out = args.out or RESULTS / f"interactive_{args.davis_root.resolve().name}.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(report, indent=1))
+    out.with_suffix(".md").write_text(markdown(report))
+    print(markdown(report))
+    print(f"wrote {out} and {out.with_suffix('.md')}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
