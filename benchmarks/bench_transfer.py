@@ -1,19 +1,27 @@
-"""Speed and memory of the label transfer on this machine (issue: performance).
+"""Speed and memory of the label transfer on this machine (issue 7: performance).
 
-    .venv/bin/python benchmarks/bench_transfer.py [--model default] [--frames 80] [--memory 100,400]
+    .venv/bin/python benchmarks/bench_transfer.py            # everything (~10 min idle, 2 cores)
+    .venv/bin/python benchmarks/bench_transfer.py --quick    # 24 frames, memory at 100 only
+    .venv/bin/python benchmarks/bench_transfer.py --profile  # + operator breakdown of a round
 
-Prints, and writes to benchmarks/results/transfer.{json,md}:
+Prints every figure beside its target and writes benchmarks/results/transfer.json,
+transfer.md (with the machine, torch version and load average: the machine may be shared)
+and transfer.png:
 
-* correction round on a real 480p sequence (bear): new scribbles -> full-resolution masks
-  of every frame, with cached embeddings and with re-embedding (target <= 1.0 s cached);
-* embedding extraction in frames per second at 480p for the baseline and the model;
-* the global kNN kernel's GFLOP/s against a plain fp32 matmul measured in the same run;
-* peak resident memory of a propagation over N synthetic 480p frames (one subprocess each).
+* correction round on real 480p video (bear, first 80 frames): official scribble 001,
+  propagate, then the correction (scribble 002 on another frame) -> full-resolution masks
+  of every frame, with cached embeddings and with re-embedding; default and stride-8 model;
+* the transfer kernel's GFLOP/s (global matmul + local window matmul, per frame, real
+  embeddings) against a plain large fp32 matmul measured in the same run;
+* embedding extraction in frames per second at 480p for each shipped model;
+* peak resident memory (``getrusage``) of a session on 100, 400 and 1,000 synthetic 480p
+  frames, each in its own subprocess: frames generated lazily, embeddings fp16.
 """
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import resource
 import subprocess
@@ -28,9 +36,13 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 import simwidgets as sw  # noqa: E402
-from simwidgets.transfer import LabelTransfer, References, TransferConfig  # noqa: E402
+from simwidgets.session import InteractiveSession  # noqa: E402
+from simwidgets.transfer import LabelTransfer  # noqa: E402
 
 RESULTS = REPO / "benchmarks" / "results"
+MODELS = {"default": "default", "effnet-lite0-s8": str(REPO / "data/models/effnet-lite0-s8.pt"), "baseline": "baseline"}
+TARGETS = {"round_cached_s": 1.0, "kernel_efficiency": 0.5, "embedding_fps_default": 5.0,
+           "rss_100_gib": 2.0, "rss_1000_gib": 4.0}
 
 
 def best_of(fn, repeat=3):
@@ -42,114 +54,351 @@ def best_of(fn, repeat=3):
     return min(times)
 
 
-def correction_round(model: str, n_frames: int) -> dict:
-    video = sw.load_sample("bear")
-    start = min(max(0, 39 - n_frames // 2), max(0, video.n_frames - n_frames))  # official scribble: frame 39
-    video = video.clip(start, min(video.n_frames, start + n_frames))
-    frames, scribbles = video.frames, video.scribbles["001"]
-    start = time.perf_counter()
-    engine = LabelTransfer(frames, model=model)
-    engine.cache.ensure()
-    embed_seconds = time.perf_counter() - start
-    engine.propagate(scribbles)  # warm-up
-    cached = best_of(lambda: engine.propagate(scribbles), repeat=2)
+def machine() -> dict:
+    cpu = platform.processor() or platform.machine()
+    flags = []
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name") and cpu in ("", platform.machine(), "x86_64"):
+                cpu = line.split(":", 1)[1].strip()
+            if line.startswith("flags"):
+                have = set(line.split(":", 1)[1].split())
+                flags = [f for f in ("avx2", "fma", "avx512f", "avx512_bf16", "amx_bf16") if f in have]
+                break
+    except OSError:
+        pass
     return {
-        "frames": len(frames),
-        "size": list(frames.shape[1:3]),
-        "model": engine.model.arch,
-        "stride": engine.stride,
+        "cpu": cpu,
+        "cpu_flags": flags,
+        "cores": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "torch": torch.__version__,
+        "python": platform.python_version(),
+        "device": sw.describe_device(),
+        "load_average_start": [round(x, 2) for x in os.getloadavg()],
+    }
+
+
+# --------------------------------------------------------------------------- rounds
+def _bear(n_frames: int):
+    """``n_frames`` of bear around its scribbled frames (39 and 41): the first 80 by default."""
+    video = sw.load_sample("bear", lazy=True)
+    if n_frames >= video.n_frames:
+        return video
+    start = min(max(0, 40 - n_frames // 2), video.n_frames - n_frames)
+    return video.clip(start, start + n_frames)
+
+
+def correction_round(model: str, n_frames: int, profile: bool = False) -> dict:
+    """Round 1 (scribble 001, embeds every frame), then the timed correction round (002)."""
+    video = _bear(n_frames)
+    session = InteractiveSession(video, model=MODELS[model])
+    session.add_scribbles(video.scribbles["001"])
+    first = session.propagate()
+    embed_seconds = session.history[-1].embed_seconds
+    session.add_scribbles(video.scribbles["002"])
+    session.propagate()  # the correction round itself (the cache is full)
+    references = session.references()
+    cached = min(session.history[-1].seconds,
+                 best_of(lambda: session.transfer.propagate(references), repeat=1))
+    annotated = sorted(references)
+    votes = (session.n_frames - annotated[0]) + (annotated[-1] + 1)  # frames labelled per round
+    row = {
+        "model": model,
+        "stride": session.transfer.stride,
+        "grid": list(session.transfer.grid),
+        "frames": session.n_frames,
+        "size": [session.height, session.width],
+        "annotated_frames": annotated,
+        "frame_votes": votes,
+        "first_round_s": first.seconds,
+        "embed_s": embed_seconds,
         "round_cached_s": cached,
         "round_with_embedding_s": cached + embed_seconds,
-        "ratio_to_1s_target": cached / 1.0,
+    }
+    row["ratio_with_embedding"] = row["round_with_embedding_s"] / cached
+    if profile:
+        row["profile"] = profile_round(session.transfer, references)
+    return row
+
+
+def profile_round(engine: LabelTransfer, references) -> dict:
+    """Self CPU seconds of a cached round grouped by what the time goes to."""
+    from torch.profiler import ProfilerActivity, profile
+
+    groups = {
+        "matmul (global mm + local bmm)": ("aten::mm", "aten::bmm", "aten::addmm"),
+        "top-k": ("aten::topk",),
+        "copies (window keys, transposes)": ("aten::copy_", "aten::cat", "aten::stack", "aten::index", "aten::gather"),
+        "window mask add": ("aten::add_",),
+        "upsampling": ("aten::upsample_bilinear2d",),
+    }
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        engine.propagate(references)
+    totals = {name: 0.0 for name in groups}
+    totals["other"] = 0.0
+    for event in prof.key_averages():
+        seconds = event.self_cpu_time_total / 1e6
+        for name, ops in groups.items():
+            if event.key in ops:
+                totals[name] += seconds
+                break
+        else:
+            totals["other"] += seconds
+    return {name: round(s, 3) for name, s in totals.items()}
+
+
+# --------------------------------------------------------------------------- kernel
+def kernel_efficiency(model: str = "default") -> dict:
+    """Achieved GFLOP/s of one frame's vote (real embeddings, 2,048 references, 3 context
+    frames) against a plain (4096 x 256) @ (256 x 4096) fp32 matmul in the same run."""
+    torch.manual_seed(0)
+    a, b = torch.randn(4096, 256), torch.randn(256, 4096)
+    a @ b
+    matmul_s = best_of(lambda: a @ b, repeat=5)
+    matmul_gflops = 2 * 4096 * 256 * 4096 / matmul_s / 1e9
+    video = _bear(4)
+    engine = LabelTransfer(video.frames, model=MODELS[model])
+    engine.cache.ensure()
+    embeddings = [engine.cache[i] for i in range(4)]
+    dim, h, w = embeddings[0].shape
+    n_classes, n_refs = 2, 2048
+    generator = torch.Generator().manual_seed(0)
+    pick = torch.randint(0, h * w, (n_refs,), generator=generator)
+    refs = sw.transfer.References(embeddings[0].reshape(dim, -1).T[pick].contiguous(),
+                                  torch.softmax(torch.randn(n_refs, n_classes, generator=generator), 1))
+    context = [(e, torch.softmax(torch.randn(n_classes, h, w, generator=generator), 0)) for e in embeddings[:3]]
+    config = engine.config
+    engine._vote_frame(embeddings[3], refs, context, config)
+    vote_s = best_of(lambda: engine._vote_frame(embeddings[3], refs, context, config))
+    size = LabelTransfer._TILE + 2 * config.window
+    n_keys = config.n_context * size * size
+    flops = 2 * h * w * n_refs * dim + 2 * h * w * n_keys * (dim + 1)
+    useful = 2 * h * w * n_refs * dim + 2 * h * w * config.n_context * (2 * config.window + 1) ** 2 * dim
+    return {
+        "model": model,
+        "grid": [h, w],
+        "matmul_gflops": matmul_gflops,
+        "frame_vote_s": vote_s,
+        "kernel_gflop_per_frame": flops / 1e9,
+        "kernel_gflops": flops / vote_s / 1e9,
+        "efficiency": flops / vote_s / 1e9 / matmul_gflops,
+        "in_window_fraction": useful / flops,
     }
 
 
 def embedding_fps(model: str, n_frames: int = 8) -> float:
-    frames = sw.load_sample("bear").frames[:n_frames]
-    m = sw.load_model(model)
+    frames = _bear(n_frames).frames[:n_frames]
+    m = sw.load_model(MODELS[model])
     m.embed(frames[:2])
     return n_frames / best_of(lambda: m.embed(frames), repeat=2)
 
 
-def kernel_efficiency() -> dict:
-    torch.manual_seed(0)
-    a, b = torch.randn(4096, 64), torch.randn(64, 100000)
-    matmul_s = best_of(lambda: a @ b)
-    matmul_gflops = 2 * a.shape[0] * a.shape[1] * b.shape[1] / matmul_s / 1e9
-    # the transfer's global vote: 80 frames of a stride-8 480p grid against 2,048 references
-    queries = torch.nn.functional.normalize(torch.randn(80 * 60 * 107, 64), dim=1)
-    refs = References(torch.nn.functional.normalize(torch.randn(2048, 64), dim=1), torch.rand(2048, 2))
-    config = TransferConfig()
-    vote_s = best_of(lambda: LabelTransfer._topk_global(queries, refs, config.top_k), repeat=2)
-    vote_gflops = 2 * queries.shape[0] * refs.embeddings.shape[0] * 64 / vote_s / 1e9
-    return {
-        "matmul_gflops": matmul_gflops,
-        "knn_gflops": vote_gflops,
-        "efficiency": vote_gflops / matmul_gflops,
-    }
+# --------------------------------------------------------------------------- memory
+class LoopedFrames:
+    """``(n, H, W, 3)`` uint8 frames made on demand from a short synthetic clip played
+    back and forth, so the benchmark itself holds 24 frames whatever ``n`` is."""
+
+    def __init__(self, n_frames: int, height: int = 480, width: int = 854):
+        self.clip = sw.synthetic_video(n_frames=24, n_objects=2, height=height, width=width, seed=0)
+        self.shape = (n_frames, height, width, 3)
+        self.dtype, self.ndim = np.dtype(np.uint8), 4
+
+    def _index(self, i: int) -> int:
+        period = 2 * (self.clip.n_frames - 1)
+        i %= period
+        return i if i < self.clip.n_frames else period - i
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    def __getitem__(self, key):
+        if isinstance(key, (int, np.integer)):
+            return self.clip.frames[self._index(int(key))]
+        indices = range(*key.indices(len(self))) if isinstance(key, slice) else key
+        return np.stack([self.clip.frames[self._index(int(i))] for i in indices])
 
 
-def memory_child(n_frames: int, model: str) -> None:
-    video = sw.synthetic_video(n_frames=n_frames, n_objects=2, height=480, width=854, seed=0)
-    engine = LabelTransfer(video.frames, model=model, config=TransferConfig(temporal=False))
-    engine.propagate({0: video.masks[0]})
+def memory_child(n_frames: int, model: str, embed_all: bool) -> None:
+    """One session: a mask on frame 0, one propagation over every frame; peak RSS.
+
+    The looped frames repeat 24 distinct ones, so their embeddings are those of the 24:
+    unless ``embed_all``, the network embeds the 24 (its activations count in the peak)
+    and the cache is filled from them -- the same values, without an hour of CPU.
+    """
+    frames = LoopedFrames(n_frames)
+    start = time.perf_counter()
+    session = InteractiveSession(frames, model=MODELS[model])
+    cache = session.cache
+    if not embed_all:
+        base = cache.model.embed(frames.clip.frames, batch_size=cache.batch_size)
+        for i in range(n_frames):
+            cache._store[i] = base[frames._index(i)].to(cache._store.dtype)
+        cache._done[:] = True
+        del base
+    session.add_mask(0, frames.clip.masks[0])
+    session.propagate()
+    record = session.history[-1]
     peak_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    print(json.dumps({"frames": n_frames, "peak_rss_gib": peak_kib / 2**20}))
+    print(json.dumps({
+        "frames": n_frames,
+        "peak_rss_gib": peak_kib / 2**20,
+        "embeddings_gib": session.cache.nbytes / 2**30,
+        "all_frames_embedded": embed_all,
+        "seconds": time.perf_counter() - start,
+        "round_s": record.seconds,
+    }))
+
+
+def memory(n_frames: int, model: str, embed_all: bool) -> dict:
+    out = subprocess.run(
+        [sys.executable, __file__, "--memory-child", str(n_frames), "--model", model]
+        + (["--embed-all"] if embed_all else []),
+        capture_output=True, text=True,
+    )
+    if out.returncode != 0:
+        return {"frames": n_frames, "error": out.stderr.strip().splitlines()[-1:]}
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+# --------------------------------------------------------------------------- report
+def markdown(result: dict) -> str:
+    m = result["machine"]
+    lines = [
+        f"# Label transfer benchmark ({result['date']})",
+        "",
+        f"Machine: {m['cpu']} ({', '.join(m['cpu_flags'])}), {m['cores']} cores, {m['torch_threads']} torch "
+        f"threads, torch {m['torch']}, Python {m['python']}, {m['device']}. Load average at start "
+        f"{m['load_average_start']}, at end {m.get('load_average_end')} (shared machines slow every figure).",
+        "",
+        f"Command: `{result['command']}`",
+        "",
+        "| figure | value | target | met |",
+        "|---|---|---|---|",
+    ]
+
+    def row(name, value, target, met):
+        lines.append(f"| {name} | {value} | {target} | {'yes' if met else 'no' if met is not None else ''} |")
+
+    for cr in result["correction_round"]:
+        label = f"{cr['frames']} frames {cr['size'][1]}x{cr['size'][0]}, {cr['model']} (stride {cr['stride']})"
+        row(f"correction round, cached embeddings, {label}", f"{cr['round_cached_s']:.2f} s",
+            "<= 1.0 s", cr["round_cached_s"] <= TARGETS["round_cached_s"])
+        row(f"correction round with re-embedding, {label}",
+            f"{cr['round_with_embedding_s']:.2f} s (x{cr['ratio_with_embedding']:.1f})", "", None)
+    k = result["kernel"]
+    row(f"transfer kernel ({k['model']}, one frame {k['grid'][0]}x{k['grid'][1]} cells, "
+        f"{k['kernel_gflop_per_frame']:.1f} GFLOP) vs plain fp32 matmul",
+        f"{k['kernel_gflops']:.1f} / {k['matmul_gflops']:.1f} GFLOP/s = {100 * k['efficiency']:.0f} %",
+        ">= 50 %", k["efficiency"] >= TARGETS["kernel_efficiency"])
+    for name, fps in result["embedding_fps"].items():
+        row(f"embedding at 480p, {name}", f"{fps:.2f} frames/s", ">= 5" if name == "default" else "",
+            fps >= TARGETS["embedding_fps_default"] if name == "default" else None)
+    for mem in result["memory"]:
+        if "error" in mem:
+            row(f"peak RSS, session on {mem['frames']} synthetic 480p frames", f"failed: {mem['error']}", "", False)
+            continue
+        target = TARGETS["rss_100_gib"] if mem["frames"] <= 100 else TARGETS["rss_1000_gib"]
+        row(f"peak RSS, session on {mem['frames']} synthetic 480p frames ({result['memory_model']}; "
+            f"embeddings {mem['embeddings_gib']:.2f} GiB)", f"{mem['peak_rss_gib']:.2f} GiB",
+            f"<= {target:g} GiB", mem["peak_rss_gib"] <= target)
+    for cr in result["correction_round"]:
+        if "profile" in cr:
+            total = sum(cr["profile"].values())
+            lines += ["", f"Where a cached round goes ({cr['model']}, torch.profiler self CPU time, {total:.1f} s):", ""]
+            lines += [f"- {name}: {s:.2f} s ({100 * s / total:.0f} %)" for name, s in cr["profile"].items()]
+    return "\n".join(lines) + "\n"
+
+
+def plot(result: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 3, figsize=(13, 3.8))
+    rounds = result["correction_round"]
+    names = [f"{r['model']}\n(stride {r['stride']})" for r in rounds]
+    x = np.arange(len(rounds))
+    axes[0].bar(x - 0.2, [r["round_cached_s"] for r in rounds], 0.4, label="cached embeddings")
+    axes[0].bar(x + 0.2, [r["round_with_embedding_s"] for r in rounds], 0.4, label="with re-embedding")
+    axes[0].axhline(1.0, color="k", ls="--", lw=1, label="target 1 s")
+    axes[0].set_xticks(x, names)
+    axes[0].set_yscale("log")
+    axes[0].set_ylabel("seconds")
+    axes[0].set_title(f"correction round, {rounds[0]['frames']} frames 480p")
+    axes[0].legend(fontsize=8)
+    fps = result["embedding_fps"]
+    axes[1].bar(list(fps), list(fps.values()), color="tab:green")
+    axes[1].axhline(5.0, color="k", ls="--", lw=1, label="target (default)")
+    axes[1].set_ylabel("frames / s")
+    axes[1].set_title("embedding at 480p")
+    axes[1].legend(fontsize=8)
+    mem = [m for m in result["memory"] if "error" not in m]
+    if mem:
+        axes[2].plot([m["frames"] for m in mem], [m["peak_rss_gib"] for m in mem], "o-", label="peak RSS")
+        axes[2].plot([m["frames"] for m in mem], [m["embeddings_gib"] for m in mem], "s--", label="fp16 embeddings")
+        axes[2].plot([100, 1000], [2, 4], "k+", ms=12, label="targets")
+        axes[2].set_xlabel("frames")
+        axes[2].set_ylabel("GiB")
+        axes[2].legend(fontsize=8)
+    axes[2].set_title("session memory, 480p")
+    k = result["kernel"]
+    fig.suptitle(f"{result['machine']['cpu']}, {result['machine']['torch_threads']} threads, load "
+                 f"{result['machine']['load_average_start'][0]}; kernel {k['kernel_gflops']:.0f} GFLOP/s "
+                 f"= {100 * k['efficiency']:.0f} % of matmul", fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model", default="default")
-    parser.add_argument("--frames", type=int, default=80)
-    parser.add_argument("--memory", default="100", help="comma-separated frame counts ('' to skip)")
+    parser.add_argument("--frames", type=int, default=80, help="frames of bear in the correction round")
+    parser.add_argument("--models", default="default,effnet-lite0-s8", help="models timed in the correction round")
+    parser.add_argument("--memory", default="100,400,1000", help="comma-separated frame counts ('' to skip)")
+    parser.add_argument("--memory-model", default="default")
+    parser.add_argument("--quick", action="store_true", help="24 frames, memory at 100 frames only")
+    parser.add_argument("--profile", action="store_true", help="operator breakdown of a cached round")
+    parser.add_argument("--out", default=str(RESULTS), help="folder for transfer.{json,md,png}")
     parser.add_argument("--memory-child", type=int, default=None, help=argparse.SUPPRESS)
+    parser.add_argument("--model", default="default", help=argparse.SUPPRESS)
+    parser.add_argument("--embed-all", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--embed-all-up-to", type=int, default=100,
+                        help="memory runs up to this many frames embed every frame (longer ones reuse)")
     args = parser.parse_args()
     if args.memory_child is not None:
-        memory_child(args.memory_child, args.model)
+        memory_child(args.memory_child, args.model, args.embed_all)
         return
-    torch.set_num_threads(torch.get_num_threads())
-    result = {
-        "machine": f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} torch threads, "
-        f"torch {torch.__version__}, {sw.describe_device()}",
-        "date": time.strftime("%Y-%m-%d %H:%M"),
-    }
-    result["correction_round"] = correction_round(args.model, args.frames)
-    print("correction round:", json.dumps(result["correction_round"]), flush=True)
-    result["embedding_fps"] = {name: embedding_fps(name) for name in ("baseline", args.model)}
-    print("embedding fps at 480p:", json.dumps(result["embedding_fps"]), flush=True)
+    if args.quick:
+        args.frames, args.memory = min(args.frames, 24), "100"
+    result = {"machine": machine(), "date": time.strftime("%Y-%m-%d %H:%M %Z"),
+              "command": "python benchmarks/bench_transfer.py " + " ".join(sys.argv[1:]), "targets": TARGETS}
+    print("machine:", json.dumps(result["machine"]), flush=True)
     result["kernel"] = kernel_efficiency()
     print("kernel:", json.dumps(result["kernel"]), flush=True)
+    result["correction_round"] = []
+    for model in [m for m in args.models.split(",") if m]:
+        row = correction_round(model, args.frames, profile=args.profile and model == "default")
+        result["correction_round"].append(row)
+        print("correction round:", json.dumps(row), flush=True)
+    result["embedding_fps"] = {}
+    for name in MODELS:
+        result["embedding_fps"][name] = embedding_fps(name)
+        print(f"embedding fps at 480p, {name}: {result['embedding_fps'][name]:.2f}", flush=True)
+    result["memory_model"] = args.memory_model
     result["memory"] = []
     for n in [int(x) for x in args.memory.split(",") if x]:
-        out = subprocess.run(
-            [sys.executable, __file__, "--memory-child", str(n), "--model", args.model],
-            capture_output=True, text=True, check=True,
-        ).stdout.strip().splitlines()[-1]
-        result["memory"].append(json.loads(out))
-        print("memory:", out, flush=True)
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / "transfer.json").write_text(json.dumps(result, indent=2))
-    cr, k = result["correction_round"], result["kernel"]
-    lines = [
-        f"# Label transfer benchmark ({result['date']})",
-        "",
-        f"Machine: {result['machine']}",
-        "",
-        "| figure | value | target |",
-        "|---|---|---|",
-        f"| correction round, {cr['frames']} frames {cr['size'][1]}x{cr['size'][0]}, cached embeddings "
-        f"({cr['model']}, stride {cr['stride']}) | {cr['round_cached_s']:.2f} s | <= 1.0 s |",
-        f"| correction round with re-embedding | {cr['round_with_embedding_s']:.2f} s | |",
-    ]
-    for name, fps in result["embedding_fps"].items():
-        lines.append(f"| embedding at 480p, {name} | {fps:.1f} frames/s | >= 5 (default) |")
-    lines.append(f"| kNN kernel vs fp32 matmul | {k['knn_gflops']:.1f} / {k['matmul_gflops']:.1f} GFLOP/s "
-                 f"= {100 * k['efficiency']:.0f} % | >= 50 % |")
-    for row in result["memory"]:
-        lines.append(f"| peak RSS, {row['frames']} frames 480p | {row['peak_rss_gib']:.2f} GiB | "
-                     f"{'<= 2 GiB' if row['frames'] <= 100 else '<= 4 GiB'} |")
-    (RESULTS / "transfer.md").write_text("\n".join(lines) + "\n")
-    print("\n".join(lines))
+        result["memory"].append(memory(n, args.memory_model, n <= args.embed_all_up_to))
+        print("memory:", json.dumps(result["memory"][-1]), flush=True)
+    result["machine"]["load_average_end"] = [round(x, 2) for x in os.getloadavg()]
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "transfer.json").write_text(json.dumps(result, indent=2) + "\n")
+    text = markdown(result)
+    (out / "transfer.md").write_text(text)
+    plot(result, out / "transfer.png")
+    print(text)
 
 
 if __name__ == "__main__":

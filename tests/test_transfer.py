@@ -199,3 +199,73 @@ def test_a_background_correction_keeps_the_far_background(video):
     n_background = lambda r: int((r.labels[:, 0] == 1).sum())  # noqa: E731
     assert n_background(refs) == 0  # frame 0 no longer marks every object (2 is new) and 5 marks only 2
     assert n_background(only_first) > 0
+
+
+def dense_vote(query, refs, context, config):
+    """Reference vote with the window as an explicit (cell, cell) distance mask: the whole
+    score matrix at once, no tiles, chunks or index arithmetic (fine for small grids)."""
+    dim, h, w = query.shape
+    rows, cols = torch.meshgrid(torch.arange(h), torch.arange(w), indexing="ij")
+    rows, cols = rows.reshape(-1), cols.reshape(-1)
+    inside = ((rows[:, None] - rows[None, :]).abs() <= config.window) & (
+        (cols[:, None] - cols[None, :]).abs() <= config.window
+    )
+    q = query.reshape(dim, -1).T
+    scores, labels = [q @ refs.embeddings.T], [refs.labels]
+    for emb, probs in context:
+        scores.append((q @ emb.reshape(dim, -1)).masked_fill(~inside, float("-inf")))
+        labels.append(probs.reshape(probs.shape[0], -1).T)
+    scores, labels = torch.cat(scores, 1), torch.cat(labels)
+    values, index = scores.topk(config.top_k + 1, dim=1)
+    # cells whose k-th and (k+1)-th similarities are within rounding may pick either
+    clear = (values[:, -2] - values[:, -1] > 1e-5).reshape(h, w)
+    values, index = values[:, :-1], index[:, :-1]
+    weights = torch.softmax(values / config.temperature, 1)
+    return (weights[..., None] * labels[index]).sum(1).T.reshape(-1, h, w), clear
+
+
+@pytest.mark.parametrize("window,n_context", [(3, 1), (12, 3)])
+def test_chunked_kernel_equals_dense_reference_on_real_frames(bear, window, n_context):
+    """The tiled, chunked local match (every chunk shape: whole tile rows, parts of a row)
+    gives the dense reference's votes on real bear embeddings."""
+    frames = np.ascontiguousarray(bear.frames[36:40, 100:300, 200:520])  # a 25 x 40 grid
+    engine = LabelTransfer(frames, model="default")
+    embeddings = [engine.cache[i] for i in range(4)]
+    dim, h, w = embeddings[0].shape
+    generator = torch.Generator().manual_seed(0)
+    picks = torch.randint(0, h * w, (300,), generator=generator)
+    refs = References(embeddings[0].reshape(dim, -1).T[picks], torch.softmax(torch.randn(300, 3, generator=generator), 1))
+    context = [(e, torch.softmax(torch.randn(3, h, w, generator=generator) * 3, 0)) for e in embeddings[1 : 1 + n_context]]
+    config = TransferConfig(window=window)
+    expected, clear = dense_vote(embeddings[3], refs, context, config)
+    assert clear.float().mean() > 0.9
+    for chunk_bytes in (32 * 2**20, 2 * 64 * (8 + 2 * window) ** 2 * n_context * 4, 1):
+        engine._LOCAL_CHUNK_BYTES = chunk_bytes  # all tiles at once, two tiles, one tile
+        got = engine._vote_frame(embeddings[3], refs, context, config)
+        error = (got - expected).abs().amax(0)
+        assert error[clear].max() < 1e-5, (chunk_bytes, error[clear].max())
+
+
+def test_two_class_finish_equals_argmax_of_upsampled_scores(bear):
+    """With two classes only p1 - p0 is upsampled: the masks equal the argmax of both
+    upsampled channels (wherever the two are not tied to rounding)."""
+    frames, masks = bear.frames[:6], bear.masks[:6]
+    engine = LabelTransfer(frames, model="baseline")
+    result = engine.propagate({0: masks[0]})
+    assert result.object_ids == [0, 1]
+    probs = torch.stack(result.probabilities)
+    h, w = engine.grid
+    up = torch.nn.functional.interpolate(probs, size=(h * engine.stride, w * engine.stride), mode="bilinear")
+    up = up[:, :, : engine.height, : engine.width]
+    expected = up.argmax(1).numpy().astype(np.uint8)
+    decided = (up[:, 1] - up[:, 0]).abs().numpy() > 1e-5
+    assert decided.mean() > 0.99
+    assert np.array_equal(result.masks[decided], expected[decided])
+    # three classes take the general path: same check
+    three = np.where(masks[0] > 0, 1, np.where(np.arange(masks.shape[2])[None, :] < 300, 0, 2))
+    result = engine.propagate({0: three})
+    probs = torch.stack(result.probabilities)
+    up = torch.nn.functional.interpolate(probs, size=(h * engine.stride, w * engine.stride), mode="bilinear")
+    expected = np.asarray(result.object_ids, np.uint8)[up[:, :, : engine.height, : engine.width].argmax(1).numpy()]
+    assert np.array_equal(result.masks, expected)
+    assert set(np.unique(result.masks)) == {0, 1, 2}
