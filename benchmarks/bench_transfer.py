@@ -373,28 +373,36 @@ def main() -> None:
     if args.quick:
         args.frames, args.memory = min(args.frames, 24), "100"
     result = {"machine": machine(), "date": time.strftime("%Y-%m-%d %H:%M %Z"),
-              "command": "python benchmarks/bench_transfer.py " + " ".join(sys.argv[1:]), "targets": TARGETS}
+              "command": "python benchmarks/bench_transfer.py " + " ".join(sys.argv[1:]), "targets": TARGETS,
+              "kernel": None, "correction_round": [], "embedding_fps": {}, "memory_model": args.memory_model,
+              "memory": []}
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+
+    def save(final: bool = False) -> None:
+        """Written after every part, so a long run interrupted late keeps what it measured."""
+        result["machine"]["load_average_end"] = [round(x, 2) for x in os.getloadavg()]
+        result["complete"] = final
+        (out / "transfer.json").write_text(json.dumps(result, indent=2) + "\n")
+
     print("machine:", json.dumps(result["machine"]), flush=True)
     result["kernel"] = kernel_efficiency()
     print("kernel:", json.dumps(result["kernel"]), flush=True)
-    result["correction_round"] = []
+    save()
     for model in [m for m in args.models.split(",") if m]:
         row = correction_round(model, args.frames, profile=args.profile and model == "default")
         result["correction_round"].append(row)
         print("correction round:", json.dumps(row), flush=True)
-    result["embedding_fps"] = {}
+        save()
     for name in MODELS:
         result["embedding_fps"][name] = embedding_fps(name)
         print(f"embedding fps at 480p, {name}: {result['embedding_fps'][name]:.2f}", flush=True)
-    result["memory_model"] = args.memory_model
-    result["memory"] = []
+    save()
     for n in [int(x) for x in args.memory.split(",") if x]:
         result["memory"].append(memory(n, args.memory_model, n <= args.embed_all_up_to))
         print("memory:", json.dumps(result["memory"][-1]), flush=True)
-    result["machine"]["load_average_end"] = [round(x, 2) for x in os.getloadavg()]
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "transfer.json").write_text(json.dumps(result, indent=2) + "\n")
+        save()
+    save(final=True)
     text = markdown(result)
     (out / "transfer.md").write_text(text)
     plot(result, out / "transfer.png")

@@ -15,12 +15,16 @@ pixels vote for, nearest meaning most similar in the learned embedding space.  H
 4. the per-object scores on the embedding grid are upsampled bilinearly to full
    resolution before the argmax, so masks follow the grid smoothly.
 
-Work is chunked (queries in blocks, frames one at a time) so memory stays bounded for long
-videos, and embeddings come from an :class:`EmbeddingCache`, so new scribbles never
-recompute them.
+Work is chunked (queries in blocks, tiles in chunks, frames one at a time) so memory stays
+bounded for long videos; embeddings come from an :class:`EmbeddingCache` (float16), so new
+scribbles never recompute them, and the label-free part of the temporal match (each frame's
+nearest context cells) is kept across rounds within a memory budget, so a correction round
+redoes only what the new scribbles change.  Every shortcut gives the same numbers as the
+plain computation (tests/test_transfer.py checks each against a reference).
 """
 from __future__ import annotations
 
+from collections import OrderedDict
 from dataclasses import dataclass, field, replace
 from typing import Mapping
 
@@ -255,6 +259,10 @@ class LabelTransfer:
         self.n_frames, self.height, self.width = self.cache.n_frames, self.cache.height, self.cache.width
         self.grid = self.cache.grid
         self.stride = self.model.stride
+        #: memory for local top-k kept across rounds (3 MB per frame and sweep at stride 4)
+        self.local_cache_bytes = self.LOCAL_CACHE_BYTES
+        self._local_cache: OrderedDict = OrderedDict()
+        self._local_cache_nbytes = 0
 
     # --------------------------------------------------------------------- references
     def _normalise_references(self, references) -> dict[int, np.ndarray]:
@@ -326,6 +334,8 @@ class LabelTransfer:
         return refs, grids
 
     # --------------------------------------------------------------------- kernel
+    #: default budget of the cross-round cache of local top-k candidates
+    LOCAL_CACHE_BYTES = 512 * 2**20
     #: queries per block of the global matmul (measured: 4096-32768 alike, 512 slower)
     _GLOBAL_BLOCK = 8192
     #: side, in grid cells, of the query tiles of the local window match
@@ -357,8 +367,13 @@ class LabelTransfer:
             torch.topk(scores, k, dim=1, out=(values[start:stop], index[start:stop]))
         return values, index
 
-    def _local_candidates(self, query, context, config):
+    def _local_candidates(self, query, context, config, cache_key=None):
         """Top-``k`` context cells within the spatial window of each query cell.
+
+        The similarities do not depend on any label, so for a ``cache_key`` (the frame, its
+        context frames and the options) the top-``k`` is kept across rounds (LRU, at most
+        :attr:`local_cache_bytes`): a correction round redoes only the global references
+        and the votes, with exactly the same candidates.
 
         The grid is cut into square tiles of ``_TILE`` cells; each tile's queries are
         compared (one batched matmul per chunk of tiles) with the context cells of the tile
@@ -373,6 +388,40 @@ class LabelTransfer:
         values : ``(h*w, k)`` similarities
         index : ``(h*w, k)`` indices into the context cells stacked as ``(n_ctx * h * w)``
         """
+        dim, h, w = query.shape
+        radius, tile = config.window, self._TILE
+        size = tile + 2 * radius
+        cached = self._local_cache.get(cache_key) if cache_key is not None else None
+        if cached is not None:
+            self._local_cache.move_to_end(cache_key)
+            values, position = cached
+        else:
+            values, position = self._local_topk(query, context, config)
+            if cache_key is not None:
+                self._remember_local(cache_key, values, position)
+        # window position (ctx, r, c) of a cell's tile -> cell ctx*h*w + row*w + col
+        position = position.long()
+        ctx_i, rest = position // (size * size), position % (size * size)
+        rows = torch.arange(h, device=query.device) // tile * tile - radius
+        cols = torch.arange(w, device=query.device) // tile * tile - radius
+        row = rest // size + rows.repeat_interleave(w)[:, None]
+        col = rest % size + cols.repeat(h)[:, None]
+        # a pick outside the frame has -inf similarity (zero weight): any valid index will do
+        return values, ctx_i * (h * w) + row.clamp(0, h - 1) * w + col.clamp(0, w - 1)
+
+    def _remember_local(self, key, values, position) -> None:
+        """Keep one frame's local top-``k``, evicting the least recently used beyond the budget."""
+        nbytes = values.numel() * values.element_size() + position.numel() * position.element_size()
+        if nbytes > self.local_cache_bytes:
+            return
+        self._local_cache[key] = (values, position)
+        self._local_cache_nbytes += nbytes
+        while self._local_cache_nbytes > self.local_cache_bytes:
+            _, (v, p) = self._local_cache.popitem(last=False)
+            self._local_cache_nbytes -= v.numel() * v.element_size() + p.numel() * p.element_size()
+
+    def _local_topk(self, query, context, config):
+        """The local match itself: ``(h*w, k)`` similarities and window positions."""
         dim, h, w = query.shape
         n_ctx = len(context)
         radius, tile = config.window, self._TILE
@@ -417,20 +466,13 @@ class LabelTransfer:
                 scores = torch.bmm(queries[start:stop], block.transpose(1, 2))
                 scores += bias
                 torch.topk(scores, k, dim=-1, out=(values[start:stop], index[start:stop]))
-        # window position (ctx, r, c) of tile (ty, tx) -> cell ctx*h*w + row*w + col
-        ctx_i = index // (size * size)
-        rest = index % (size * size)
-        tiles = torch.arange(n_tiles, device=device)
-        row = rest // size + ((tiles // ntx) * tile - radius)[:, None, None]
-        col = rest % size + ((tiles % ntx) * tile - radius)[:, None, None]
-        # a pick outside the frame has -inf similarity (zero weight): any valid index will do
-        index = ctx_i * (h * w) + row.clamp(0, h - 1) * w + col.clamp(0, w - 1)
+        position = index.to(torch.int16 if n_keys <= 2**15 else torch.int32)
 
         def untile(x):
             x = x.view(nty, ntx, tile, tile, -1).transpose(1, 2).reshape(hp, wp, -1)
             return x[:h, :w].reshape(h * w, -1)
 
-        return untile(values), untile(index)
+        return untile(values).contiguous(), untile(position).contiguous()
 
     def _vote_frame(
         self,
@@ -438,6 +480,7 @@ class LabelTransfer:
         refs: References,
         context: list[tuple[torch.Tensor, torch.Tensor]],
         config: TransferConfig,
+        cache_key=None,
     ) -> torch.Tensor:
         """Probabilities ``(C, h, w)`` of one frame from global references and context frames.
 
@@ -452,7 +495,7 @@ class LabelTransfer:
         values, index = self._topk_global(flat, refs, config.top_k)
         table = refs.labels
         if context:
-            local_values, local_index = self._local_candidates(query, context, config)
+            local_values, local_index = self._local_candidates(query, context, config, cache_key)
             values = torch.cat([values, local_values], dim=1)
             index = torch.cat([index, local_index + len(refs)], dim=1)
             k = min(config.top_k, values.shape[1])
@@ -471,10 +514,12 @@ class LabelTransfer:
         ``tick()`` (if given) is called after each frame, for progress reports.
         """
         context: list[tuple[torch.Tensor, torch.Tensor]] = []
+        context_frames: list[int] = []
         result = {}
         for frame_idx in order:
             query = self.cache[frame_idx]
-            probs = self._vote_frame(query, refs, context if config.temporal else [], config)
+            key = (id(self.cache), frame_idx, tuple(context_frames), config.window, config.top_k, self._TILE)
+            probs = self._vote_frame(query, refs, context if config.temporal else [], config, key)
             if frame_idx in grids:
                 # on an annotated frame the user's labels are facts: clamp them
                 known, dist = grids[frame_idx]
@@ -482,7 +527,9 @@ class LabelTransfer:
             result[frame_idx] = probs
             if config.temporal and config.n_context > 0:
                 context.append((query, probs))
+                context_frames.append(frame_idx)
                 context = context[-config.n_context :]
+                context_frames = context_frames[-config.n_context :]
             if tick is not None:
                 tick()
         return result

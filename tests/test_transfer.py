@@ -269,3 +269,30 @@ def test_two_class_finish_equals_argmax_of_upsampled_scores(bear):
     expected = np.asarray(result.object_ids, np.uint8)[up[:, :, : engine.height, : engine.width].argmax(1).numpy()]
     assert np.array_equal(result.masks, expected)
     assert set(np.unique(result.masks)) == {0, 1, 2}
+
+
+def test_correction_round_reuses_local_candidates_exactly(bear):
+    """The local top-k kept from the first round gives the very numbers a fresh engine
+    computes: a correction on another frame changes only what it should."""
+    frames = bear.frames[30:42]
+    first = {6: np.where(bear.masks[36] > 0, 1, -1)}
+    correction = {**first, 9: np.where(bear.masks[39] == 0, 0, -1)}
+    engine = LabelTransfer(frames, model="baseline")
+    engine.propagate(first)
+    assert len(engine._local_cache) > 0
+    kept = dict(engine._local_cache)
+    reused = engine.propagate(correction)
+    assert any(key in kept for key in engine._local_cache)  # some frames came from the cache
+    fresh = LabelTransfer(frames, model="baseline")
+    fresh.local_cache_bytes = 0
+    expected = fresh.propagate(correction)
+    assert len(fresh._local_cache) == 0
+    for got, want in zip(reused.probabilities, expected.probabilities):
+        assert torch.equal(got, want)
+    assert np.array_equal(reused.masks, expected.masks)
+    # a tiny budget keeps the most recent frames only
+    engine.local_cache_bytes = 3 * sum(v.numel() * 4 + p.numel() * 2 for v, p in kept.values()) // len(kept)
+    engine._local_cache.clear()
+    engine._local_cache_nbytes = 0
+    engine.propagate(correction)
+    assert 1 <= len(engine._local_cache) <= 3
