@@ -3,6 +3,7 @@
     .venv/bin/python benchmarks/bench_transfer.py            # everything (~10 min idle, 2 cores)
     .venv/bin/python benchmarks/bench_transfer.py --quick    # 24 frames, memory at 100 only
     .venv/bin/python benchmarks/bench_transfer.py --profile  # + operator breakdown of a round
+    .venv/bin/python benchmarks/bench_transfer.py --parts memory --memory 1000   # one part again
 
 Prints every figure beside its target and writes benchmarks/results/transfer.json,
 transfer.md (with the machine, torch version and load average: the machine may be shared)
@@ -40,6 +41,8 @@ from simwidgets.session import InteractiveSession  # noqa: E402
 from simwidgets.transfer import LabelTransfer  # noqa: E402
 
 RESULTS = REPO / "benchmarks" / "results"
+#: parts of the benchmark (``--parts``) and their keys in transfer.json
+PARTS = {"kernel": "kernel", "rounds": "correction_round", "fps": "embedding_fps", "memory": "memory"}
 MODELS = {"default": "default", "effnet-lite0-s8": str(REPO / "data/models/effnet-lite0-s8.pt"), "baseline": "baseline"}
 TARGETS = {"round_cached_s": 1.0, "kernel_efficiency": 0.5, "embedding_fps_default": 5.0,
            "rss_100_gib": 2.0, "rss_1000_gib": 4.0}
@@ -242,6 +245,7 @@ def memory_child(n_frames: int, model: str, embed_all: bool) -> None:
     peak_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     print(json.dumps({
         "frames": n_frames,
+        "model": model,
         "peak_rss_gib": peak_kib / 2**20,
         "embeddings_gib": session.cache.nbytes / 2**30,
         "all_frames_embedded": embed_all,
@@ -271,7 +275,10 @@ def markdown(result: dict) -> str:
         f"threads, torch {m['torch']}, Python {m['python']}, {m['device']}. Load average at start "
         f"{m['load_average_start']}, at end {m.get('load_average_end')} (shared machines slow every figure).",
         "",
-        f"Command: `{result['command']}`",
+        f"Command: `{result['command']}`"
+        + (f"; figures of the parts not rerun come from `{result['earlier_parts']['command']}` "
+           f"({result['earlier_parts']['date']}, load {result['earlier_parts']['load_average']})"
+           if result.get("earlier_parts") else ""),
         "",
         "| figure | value | target | met |",
         "|---|---|---|---|",
@@ -299,8 +306,9 @@ def markdown(result: dict) -> str:
             row(f"peak RSS, session on {mem['frames']} synthetic 480p frames", f"failed: {mem['error']}", "", False)
             continue
         target = TARGETS["rss_100_gib"] if mem["frames"] <= 100 else TARGETS["rss_1000_gib"]
-        row(f"peak RSS, session on {mem['frames']} synthetic 480p frames ({result['memory_model']}; "
-            f"embeddings {mem['embeddings_gib']:.2f} GiB)", f"{mem['peak_rss_gib']:.2f} GiB",
+        how = "every frame embedded" if mem.get("all_frames_embedded") else "24 distinct frames embedded, reused"
+        row(f"peak RSS, session on {mem['frames']} synthetic 480p frames ({mem.get('model', result['memory_model'])}; "
+            f"fp16 embeddings {mem['embeddings_gib']:.2f} GiB; {how})", f"{mem['peak_rss_gib']:.2f} GiB",
             f"<= {target:g} GiB", mem["peak_rss_gib"] <= target)
     for cr in result["correction_round"]:
         if "profile" in cr:
@@ -331,17 +339,21 @@ def plot(result: dict, path: Path) -> None:
     fps = result["embedding_fps"]
     axes[1].bar(list(fps), list(fps.values()), color="tab:green")
     axes[1].axhline(5.0, color="k", ls="--", lw=1, label="target (default)")
+    axes[1].set_yscale("log")
     axes[1].set_ylabel("frames / s")
     axes[1].set_title("embedding at 480p")
     axes[1].legend(fontsize=8)
     mem = [m for m in result["memory"] if "error" not in m]
+    for model in sorted({m.get("model", result["memory_model"]) for m in mem}):
+        rows = [m for m in mem if m.get("model", result["memory_model"]) == model]
+        axes[2].plot([m["frames"] for m in rows], [m["peak_rss_gib"] for m in rows], "o-", label=f"peak RSS, {model}")
+        axes[2].plot([m["frames"] for m in rows], [m["embeddings_gib"] for m in rows], "s--",
+                     label=f"fp16 embeddings, {model}")
     if mem:
-        axes[2].plot([m["frames"] for m in mem], [m["peak_rss_gib"] for m in mem], "o-", label="peak RSS")
-        axes[2].plot([m["frames"] for m in mem], [m["embeddings_gib"] for m in mem], "s--", label="fp16 embeddings")
         axes[2].plot([100, 1000], [2, 4], "k+", ms=12, label="targets")
         axes[2].set_xlabel("frames")
         axes[2].set_ylabel("GiB")
-        axes[2].legend(fontsize=8)
+        axes[2].legend(fontsize=7)
     axes[2].set_title("session memory, 480p")
     k = result["kernel"]
     fig.suptitle(f"{result['machine']['cpu']}, {result['machine']['torch_threads']} threads, load "
@@ -361,6 +373,10 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="24 frames, memory at 100 frames only")
     parser.add_argument("--profile", action="store_true", help="operator breakdown of a cached round")
     parser.add_argument("--out", default=str(RESULTS), help="folder for transfer.{json,md,png}")
+    parser.add_argument("--parts", default=",".join(PARTS),
+                        help="comma-separated parts to run (kernel,rounds,fps,memory); the others keep "
+                             "their figures from the existing transfer.json")
+    parser.add_argument("--report-only", action="store_true", help="rewrite transfer.md/png from transfer.json")
     parser.add_argument("--memory-child", type=int, default=None, help=argparse.SUPPRESS)
     parser.add_argument("--model", default="default", help=argparse.SUPPRESS)
     parser.add_argument("--embed-all", action="store_true", help=argparse.SUPPRESS)
@@ -372,41 +388,70 @@ def main() -> None:
         return
     if args.quick:
         args.frames, args.memory = min(args.frames, 24), "100"
+    parts = set(args.parts.split(","))
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    previous = out / "transfer.json"
     result = {"machine": machine(), "date": time.strftime("%Y-%m-%d %H:%M %Z"),
               "command": "python benchmarks/bench_transfer.py " + " ".join(sys.argv[1:]), "targets": TARGETS,
               "kernel": None, "correction_round": [], "embedding_fps": {}, "memory_model": args.memory_model,
               "memory": []}
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
+    if (parts != set(PARTS) or args.report_only) and previous.exists():
+        # keep the figures of the parts not rerun, each with the run that measured it
+        old = json.loads(previous.read_text())
+        if args.report_only:
+            result = old
+        else:
+            result["earlier_parts"] = {"command": old.get("command"), "date": old.get("date"),
+                                       "load_average": [old["machine"].get("load_average_start"),
+                                                        old["machine"].get("load_average_end")]}
+            for part, key in PARTS.items():
+                if part not in parts:
+                    result[key] = old.get(key, result[key])
+            if "memory" in parts:  # rows of other sizes or models stay
+                sizes = {int(x) for x in args.memory.split(",") if x}
+                result["memory"] = [row for row in old.get("memory", [])
+                                    if (row["frames"], row.get("model", old.get("memory_model"))) not in
+                                    {(n, args.memory_model) for n in sizes}]
 
     def save(final: bool = False) -> None:
         """Written after every part, so a long run interrupted late keeps what it measured."""
-        result["machine"]["load_average_end"] = [round(x, 2) for x in os.getloadavg()]
-        result["complete"] = final
-        (out / "transfer.json").write_text(json.dumps(result, indent=2) + "\n")
+        if not args.report_only:
+            result["machine"]["load_average_end"] = [round(x, 2) for x in os.getloadavg()]
+            result["complete"] = final
+            previous.write_text(json.dumps(result, indent=2) + "\n")
+        if final:
+            (out / "transfer.md").write_text(markdown(result))
+            plot(result, out / "transfer.png")
 
+    if args.report_only:
+        save(final=True)
+        print(markdown(result))
+        return
     print("machine:", json.dumps(result["machine"]), flush=True)
-    result["kernel"] = kernel_efficiency()
-    print("kernel:", json.dumps(result["kernel"]), flush=True)
-    save()
-    for model in [m for m in args.models.split(",") if m]:
-        row = correction_round(model, args.frames, profile=args.profile and model == "default")
-        result["correction_round"].append(row)
-        print("correction round:", json.dumps(row), flush=True)
+    if "kernel" in parts:
+        result["kernel"] = kernel_efficiency()
+        print("kernel:", json.dumps(result["kernel"]), flush=True)
         save()
-    for name in MODELS:
-        result["embedding_fps"][name] = embedding_fps(name)
-        print(f"embedding fps at 480p, {name}: {result['embedding_fps'][name]:.2f}", flush=True)
-    save()
-    for n in [int(x) for x in args.memory.split(",") if x]:
-        result["memory"].append(memory(n, args.memory_model, n <= args.embed_all_up_to))
-        print("memory:", json.dumps(result["memory"][-1]), flush=True)
+    if "rounds" in parts:
+        for model in [m for m in args.models.split(",") if m]:
+            row = correction_round(model, args.frames, profile=args.profile and model == "default")
+            result["correction_round"].append(row)
+            print("correction round:", json.dumps(row), flush=True)
+            save()
+    if "fps" in parts:
+        for name in MODELS:
+            result["embedding_fps"][name] = embedding_fps(name)
+            print(f"embedding fps at 480p, {name}: {result['embedding_fps'][name]:.2f}", flush=True)
         save()
+    if "memory" in parts:
+        for n in [int(x) for x in args.memory.split(",") if x]:
+            result["memory"].append(memory(n, args.memory_model, n <= args.embed_all_up_to))
+            result["memory"].sort(key=lambda row: (row.get("model", args.memory_model) != "default", row["frames"]))
+            print("memory:", json.dumps(result["memory"][-1]), flush=True)
+            save()
     save(final=True)
-    text = markdown(result)
-    (out / "transfer.md").write_text(text)
-    plot(result, out / "transfer.png")
-    print(text)
+    print(markdown(result))
 
 
 if __name__ == "__main__":
