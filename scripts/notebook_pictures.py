@@ -49,7 +49,7 @@ class Pick:
 PICTURES = {
     "00_quickstart": Pick("fig = viz.show_frames(video.frames, result.masks, frame_indices=picks)"),
     "01_scribble_widget": Pick(file="docs/images/widget.png"),
-    "02_training": Pick("embeddings = {name: m.embed(frame)"),
+    "02_training": Pick("embeddings = {name: m.embed(frames)"),
     "03_similarity": Pick('explorer.scale_toggle.value = "stretch"'),
     "04_interactive_propagation": Pick('"round 2: after one correction"', output=-1),
     "05_davis_benchmark": Pick('ax.axvline(60, color="grey"'),
