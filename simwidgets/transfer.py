@@ -261,8 +261,8 @@ class LabelTransfer:
         self.stride = self.model.stride
         #: memory for local top-k kept across rounds (3 MB per frame and sweep at stride 4)
         self.local_cache_bytes = self.LOCAL_CACHE_BYTES
-        self._local_cache: OrderedDict = OrderedDict()
-        self._local_cache_nbytes = 0
+        self._local_cache: OrderedDict = OrderedDict()  # key -> slot of the pool
+        self._local_pool: tuple[torch.Tensor, torch.Tensor] | None = None
 
     # --------------------------------------------------------------------- references
     def _normalise_references(self, references) -> dict[int, np.ndarray]:
@@ -391,10 +391,10 @@ class LabelTransfer:
         dim, h, w = query.shape
         radius, tile = config.window, self._TILE
         size = tile + 2 * radius
-        cached = self._local_cache.get(cache_key) if cache_key is not None else None
-        if cached is not None:
+        slot = self._local_cache.get(cache_key) if cache_key is not None else None
+        if slot is not None:
             self._local_cache.move_to_end(cache_key)
-            values, position = cached
+            values, position = self._local_pool[0][slot], self._local_pool[1][slot]
         else:
             values, position = self._local_topk(query, context, config)
             if cache_key is not None:
@@ -410,15 +410,32 @@ class LabelTransfer:
         return values, ctx_i * (h * w) + row.clamp(0, h - 1) * w + col.clamp(0, w - 1)
 
     def _remember_local(self, key, values, position) -> None:
-        """Keep one frame's local top-``k``, evicting the least recently used beyond the budget."""
-        nbytes = values.numel() * values.element_size() + position.numel() * position.element_size()
-        if nbytes > self.local_cache_bytes:
-            return
-        self._local_cache[key] = (values, position)
-        self._local_cache_nbytes += nbytes
-        while self._local_cache_nbytes > self.local_cache_bytes:
-            _, (v, p) = self._local_cache.popitem(last=False)
-            self._local_cache_nbytes -= v.numel() * v.element_size() + p.numel() * p.element_size()
+        """Keep one frame's local top-``k`` in a slot of the pool, evicting the least
+        recently used frame when every slot is taken.
+
+        The pool is two big tensors allocated once (their pages become resident only as
+        slots fill): thousands of separate few-MB entries interleaved with the kernel's
+        temporaries fragmented the heap and doubled the resident memory of long videos.
+        """
+        pool = self._local_pool
+        if pool is None or pool[0].shape[1:] != values.shape or pool[1].dtype != position.dtype:
+            entry = values.numel() * values.element_size() + position.numel() * position.element_size()
+            slots = min(self.local_cache_bytes // entry, 2 * self.n_frames)
+            self._local_cache.clear()
+            if slots < 1:
+                self._local_pool = None
+                return
+            pool = self._local_pool = (
+                values.new_empty((slots,) + tuple(values.shape)),
+                position.new_empty((slots,) + tuple(position.shape)),
+            )
+        if len(self._local_cache) < pool[0].shape[0]:
+            slot = len(self._local_cache)
+        else:
+            _, slot = self._local_cache.popitem(last=False)
+        pool[0][slot].copy_(values)
+        pool[1][slot].copy_(position)
+        self._local_cache[key] = slot
 
     def _local_topk(self, query, context, config):
         """The local match itself: ``(h*w, k)`` similarities and window positions."""

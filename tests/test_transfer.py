@@ -280,7 +280,7 @@ def test_correction_round_reuses_local_candidates_exactly(bear):
     engine = LabelTransfer(frames, model="baseline")
     engine.propagate(first)
     assert len(engine._local_cache) > 0
-    kept = dict(engine._local_cache)
+    kept = set(engine._local_cache)
     reused = engine.propagate(correction)
     assert any(key in kept for key in engine._local_cache)  # some frames came from the cache
     fresh = LabelTransfer(frames, model="baseline")
@@ -291,8 +291,10 @@ def test_correction_round_reuses_local_candidates_exactly(bear):
         assert torch.equal(got, want)
     assert np.array_equal(reused.masks, expected.masks)
     # a tiny budget keeps the most recent frames only
-    engine.local_cache_bytes = 3 * sum(v.numel() * 4 + p.numel() * 2 for v, p in kept.values()) // len(kept)
+    values, positions = engine._local_pool
+    engine.local_cache_bytes = 3 * (values[0].numel() * 4 + positions[0].numel() * positions.element_size())
     engine._local_cache.clear()
-    engine._local_cache_nbytes = 0
-    engine.propagate(correction)
-    assert 1 <= len(engine._local_cache) <= 3
+    engine._local_pool = None
+    again = engine.propagate(correction)
+    assert len(engine._local_cache) == 3 and engine._local_pool[0].shape[0] == 3
+    assert np.array_equal(again.masks, expected.masks)
