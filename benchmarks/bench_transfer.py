@@ -1,7 +1,7 @@
 """Speed and memory of the label transfer on this machine (issue 7: performance).
 
-    .venv/bin/python benchmarks/bench_transfer.py            # everything (~10 min idle, 2 cores)
-    .venv/bin/python benchmarks/bench_transfer.py --quick    # 24 frames, memory at 100 only
+    .venv/bin/python benchmarks/bench_transfer.py            # everything (45 min at load 5 on 2 cores)
+    .venv/bin/python benchmarks/bench_transfer.py --quick    # shorter: 24 frames, memory at 100 only
     .venv/bin/python benchmarks/bench_transfer.py --profile  # + operator breakdown of a round
     .venv/bin/python benchmarks/bench_transfer.py --parts memory --memory 1000   # one part again
 
@@ -301,6 +301,8 @@ def markdown(result: dict) -> str:
     for name, fps in result["embedding_fps"].items():
         row(f"embedding at 480p, {name}", f"{fps:.2f} frames/s", ">= 5" if name == "default" else "",
             fps >= TARGETS["embedding_fps_default"] if name == "default" else None)
+    if result.get("memory_command"):
+        lines.append(f"| memory rows measured with | `{result['memory_command']}` | | |")
     for mem in result["memory"]:
         if "error" in mem:
             row(f"peak RSS, session on {mem['frames']} synthetic 480p frames", f"failed: {mem['error']}", "", False)
@@ -408,6 +410,8 @@ def main() -> None:
             for part, key in PARTS.items():
                 if part not in parts:
                     result[key] = old.get(key, result[key])
+            if "memory" not in parts and old.get("memory_command"):
+                result["memory_command"] = old["memory_command"]
             if "memory" in parts:  # rows of other sizes or models stay
                 sizes = {int(x) for x in args.memory.split(",") if x}
                 result["memory"] = [row for row in old.get("memory", [])
