@@ -525,10 +525,13 @@ class LabelTransfer:
         probs = torch.bmm(weights[:, None, :], table[index])[:, 0]  # (N, C)
         return probs.T.reshape(n_classes, h, w)
 
-    def _sweep(self, order: list[int], refs, grids, config, tick=None) -> dict[int, torch.Tensor]:
+    def _sweep(self, order: list[int], refs, grids, config, tick=None, out=None) -> dict[int, torch.Tensor]:
         """Label frames in ``order``, each with the previous ``n_context`` as context.
 
-        ``tick()`` (if given) is called after each frame, for progress reports.
+        ``tick()`` (if given) is called after each frame, for progress reports.  ``out(t)``
+        (if given) returns the ``(C, h, w)`` view that receives frame ``t``'s scores: one
+        preallocated tensor for the whole video instead of a thousand separate ones, which
+        fragmented the heap of long videos.
         """
         context: list[tuple[torch.Tensor, torch.Tensor]] = []
         context_frames: list[int] = []
@@ -541,6 +544,8 @@ class LabelTransfer:
                 # on an annotated frame the user's labels are facts: clamp them
                 known, dist = grids[frame_idx]
                 probs[:, known] = dist[:, known]
+            if out is not None:
+                probs = out(frame_idx).copy_(probs)
             result[frame_idx] = probs
             if config.temporal and config.n_context > 0:
                 context.append((query, probs))
@@ -585,23 +590,27 @@ class LabelTransfer:
             def tick():
                 callback(next(counter), total)
 
+        h, w = self.grid
+        store = torch.empty((self.n_frames, len(class_ids), h, w), device=self.device)
         if config.temporal:
             first, last = annotated[0], annotated[-1]
-            forward = self._sweep(list(range(first, self.n_frames)), refs, grids, config, tick)
-            backward = self._sweep(list(range(last, -1, -1)), refs, grids, config, tick)
-            probabilities = []
-            for t in range(self.n_frames):
-                if t in forward and t in backward:
-                    previous = max(a for a in annotated if a <= t)
-                    following = min(a for a in annotated if a >= t)
-                    w_f = 1.0 / (1 + t - previous)
-                    w_b = 1.0 / (1 + following - t)
-                    probabilities.append((w_f * forward.pop(t) + w_b * backward.pop(t)) / (w_f + w_b))
-                else:
-                    probabilities.append(forward.pop(t) if t in forward else backward.pop(t))
+            # frames first..last are labelled by both sweeps: the backward ones go aside
+            aside = torch.empty((last - first + 1, len(class_ids), h, w), device=self.device)
+            forward = self._sweep(list(range(first, self.n_frames)), refs, grids, config, tick, out=store.__getitem__)
+            backward = self._sweep(
+                list(range(last, -1, -1)), refs, grids, config, tick,
+                out=lambda t: aside[t - first] if t >= first else store[t],
+            )
+            for t in range(first, last + 1):
+                previous = max(a for a in annotated if a <= t)
+                following = min(a for a in annotated if a >= t)
+                w_f = 1.0 / (1 + t - previous)
+                w_b = 1.0 / (1 + following - t)
+                store[t] = (w_f * forward[t] + w_b * backward[t]) / (w_f + w_b)
+            del forward, backward, aside
         else:
-            swept = self._sweep(list(range(self.n_frames)), refs, grids, config, tick)
-            probabilities = [swept[t] for t in range(self.n_frames)]
+            self._sweep(list(range(self.n_frames)), refs, grids, config, tick, out=store.__getitem__)
+        probabilities = list(store)
         masks, confidence, entropy = self._finish(probabilities, class_ids)
         return PropagationResult(
             masks=masks,
