@@ -17,13 +17,11 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import sys
 import time
 from pathlib import Path
 
 import numpy as np
-import torch
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
@@ -31,17 +29,9 @@ sys.path.insert(0, str(REPO))
 from simwidgets.models import load_model  # noqa: E402
 from simwidgets.protocol import evaluate_interactive  # noqa: E402
 
+from bench_transfer import machine  # noqa: E402  (same folder: one machine description for every benchmark)
+
 RESULTS = REPO / "benchmarks" / "results"
-
-
-def cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def trained_on(model_name: str) -> list[str]:
@@ -61,13 +51,7 @@ def subset_means(rows: dict, names: list[str]) -> dict | None:
 def run(args) -> dict:
     sequences = args.sequences.split(",") if args.sequences else None
     report = {
-        "machine": {
-            "cpu": cpu_name(),
-            "cores": os.cpu_count(),
-            "torch_threads": torch.get_num_threads(),
-            "torch": torch.__version__,
-            "python": platform.python_version(),
-        },
+        "machine": machine(),
         "davis_root": str(args.davis_root),
         "interactions": args.interactions,
         "models": {},
@@ -111,7 +95,7 @@ def markdown(report: dict) -> str:
         "",
         f"{report['interactions']} interactions, 30 s per object per interaction (the 2018 challenge's budget); "
         f"davisinteractive's robot and summary. Machine: {m['cpu']}, {m['cores']} cores, torch {m['torch']} "
-        f"({m['torch_threads']} threads), no GPU.",
+        f"({m['torch_threads']} threads), computing on {m['device']}.",
         "",
     ]
     for name, r in report["models"].items():
