@@ -203,25 +203,41 @@ class VideoSequence:
         )
 
 
-def validate_masks(masks, expected_shape: tuple[int, int, int]) -> np.ndarray:
-    """Check a ``(T, H, W)`` label array against the video's shape.
+def validate_masks(masks, expected_shape: tuple[int, ...], where: str = "masks",
+                   palette_only: bool = False) -> np.ndarray:
+    """Check label maps against the video's shape; return them as a new array.
 
     Returns uint8 when every id fits the DAVIS palette (0..255; always, in practice): a
     480p video of 80 frames then holds 33 MB of masks instead of 262 MB as int64.  Larger
-    ids (16-bit label images) stay int64.
+    ids (16-bit label images) stay int64, unless ``palette_only`` (the overlays of the
+    widgets, which can only draw palette colours) makes them an error.  Everything is
+    checked before anything is converted, so a caller that stores the result only on
+    success keeps its previous state on bad input.
+
+    Parameters
+    ----------
+    masks : ``expected_shape`` array of object ids (any integer dtype, or bool)
+    expected_shape : ``(T, H, W)`` of the video, or ``(H, W)`` for one frame
+    where : how error messages name the array
+    palette_only : reject ids outside 0..255 (instead of only negative ids)
     """
     masks = np.asarray(masks)
     if masks.shape != tuple(expected_shape):
+        axes = "(T, H, W)" if len(expected_shape) == 3 else "(H, W)"
         raise BadInputError(
-            f"masks of shape {masks.shape} do not match the video {tuple(expected_shape)} (T, H, W)"
+            f"{where} of shape {masks.shape} do not match the video {tuple(expected_shape)} {axes}"
         )
     if not np.issubdtype(masks.dtype, np.integer) and masks.dtype != bool:
-        raise BadInputError(f"masks must hold integer object ids; got dtype {masks.dtype}")
-    if masks.size and masks.min() < 0:
-        raise BadInputError(f"masks hold a negative object id ({masks.min()})")
-    if masks.size == 0 or masks.max() <= 255:
-        return masks.astype(np.uint8)
-    return masks.astype(np.int64)
+        raise BadInputError(f"{where} must hold integer object ids; got dtype {masks.dtype}")
+    if masks.size == 0 or masks.dtype in (np.dtype(bool), np.dtype(np.uint8)):
+        return masks.astype(np.uint8)  # a copy; nothing outside 0..255 to check
+    low, high = int(masks.min()), int(masks.max())
+    if palette_only and (low < 0 or high > 255):
+        bad = low if low < 0 else high
+        raise BadInputError(f"{where}: object id {bad} is outside the palette (0..255; 0 = background)")
+    if low < 0:
+        raise BadInputError(f"{where} hold a negative object id ({low})")
+    return masks.astype(np.uint8 if high <= 255 else np.int64)
 
 
 def list_sequences(root: str | Path, resolution: str = "480p") -> list[str]:

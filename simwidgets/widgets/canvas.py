@@ -37,7 +37,7 @@ from PIL import Image
 from ..errors import BadInputError
 from ..palette import MAX_OBJECTS, davis_palette, object_colour
 from ..scribbles import Scribbles, Stroke
-from ..video import LazyFrames, VideoSequence
+from ..video import LazyFrames, VideoSequence, validate_masks
 from ..viz import mask_rgba
 from .autosave import Autosave, AutosaveWarning, default_autosave_path, video_name
 from .coords import canvas_size_for, canvas_to_normalised, normalised_to_canvas
@@ -119,22 +119,7 @@ def as_label_maps(masks, expected_shape: tuple[int, ...], where: str = "masks") 
     BadInputError
         for another shape, a non-integer dtype, or an id outside 0..255.
     """
-    masks = np.asarray(masks)
-    if masks.shape != tuple(expected_shape):
-        axes = "(T, H, W)" if len(expected_shape) == 3 else "(H, W)"
-        raise BadInputError(
-            f"{where} of shape {masks.shape} do not match the video {tuple(expected_shape)} {axes}"
-        )
-    if masks.dtype != bool and not np.issubdtype(masks.dtype, np.integer):
-        raise BadInputError(f"{where} must hold integer object ids; got dtype {masks.dtype}")
-    if masks.size and masks.dtype != bool and masks.dtype != np.uint8:
-        low, high = int(masks.min()), int(masks.max())
-        if low < 0 or high > MAX_OBJECTS:
-            bad = low if low < 0 else high
-            raise BadInputError(
-                f"{where}: object id {bad} is outside the palette (0..{MAX_OBJECTS}; 0 = background)"
-            )
-    return np.array(masks, dtype=np.uint8, copy=True)
+    return validate_masks(masks, expected_shape, where, palette_only=True)
 
 
 def mask_overlay(mask: np.ndarray, canvas_size: tuple[int, int], opacity: float) -> np.ndarray:
