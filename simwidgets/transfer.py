@@ -66,9 +66,9 @@ class TransferConfig:
         scribbles mark objects only, and a few background strokes rarely cover the scene);
         a frame where only some objects are marked says nothing about the rest of it, so it
         gets none; ``None`` disables it
-    max_references : cap on scribble/mask reference cells (a class-stratified random subset
-        is kept: a full reference mask has tens of thousands of cells, and the temporal
-        context already carries its detail)
+    max_references : cap on the scribble/mask reference cells of each annotated frame (a
+        class-stratified random subset is kept: a full reference mask has tens of thousands
+        of cells, and the temporal context already carries its detail)
     """
 
     top_k: int = 20
@@ -149,6 +149,9 @@ class References:
 
     embeddings: torch.Tensor
     labels: torch.Tensor
+    #: ``((key, length), ...)``: the consecutive blocks of rows and what identifies each
+    #: (its frame and exact cells); references without blocks are never cached
+    blocks: tuple = ()
 
     def __len__(self) -> int:
         return int(self.embeddings.shape[0])
@@ -224,10 +227,10 @@ def _background_cells(label_map: np.ndarray, stride: int, grid, margin: float) -
     return distance > margin * float(np.hypot(height, width))
 
 
-def _subsample_references(refs: References, limit: int) -> References:
-    """Keep at most ``limit`` references, stratified by dominant class so small objects survive."""
+def _stratified_subset(dominant: torch.Tensor, limit: int) -> torch.Tensor:
+    """Sorted positions of at most ``limit`` items, the same share for every dominant class
+    (so small objects survive), drawn with a fixed seed: the same labels give the same cells."""
     generator = torch.Generator().manual_seed(0)
-    dominant = refs.labels.argmax(1).cpu()
     classes = dominant.unique()
     share = max(1, limit // len(classes))
     keep = []
@@ -236,8 +239,7 @@ def _subsample_references(refs: References, limit: int) -> References:
         if len(members) > share:
             members = members[torch.randperm(len(members), generator=generator)[:share]]
         keep.append(members)
-    keep = torch.cat(keep).to(refs.embeddings.device)
-    return References(refs.embeddings[keep], refs.labels[keep])
+    return torch.cat(keep).sort().values
 
 
 class LabelTransfer:
@@ -263,6 +265,11 @@ class LabelTransfer:
         self.local_cache_bytes = self.LOCAL_CACHE_BYTES
         self._local_cache: OrderedDict = OrderedDict()  # key -> slot of the pool
         self._local_pool: tuple[torch.Tensor, torch.Tensor] | None = None
+        #: memory for each frame's global top-k kept across rounds (3.3 MB per frame at
+        #: stride 4 and top_k 20: 80 frames of 480p fit)
+        self.global_cache_bytes = self.GLOBAL_CACHE_BYTES
+        self._global_cache: dict = {}  # frame -> (k, cache id, blocks, slot of the pool)
+        self._global_pool: tuple[torch.Tensor, torch.Tensor] | None = None
 
     # --------------------------------------------------------------------- references
     def _normalise_references(self, references) -> dict[int, np.ndarray]:
@@ -305,10 +312,18 @@ class LabelTransfer:
         return result
 
     def build_references(self, references: dict[int, np.ndarray], class_ids: list[int], config: TransferConfig):
-        """Reference cells of all annotated frames, plus the per-frame label grids."""
+        """Reference cells of all annotated frames, plus the per-frame label grids.
+
+        Each annotated frame contributes one *block* of reference cells, capped at
+        ``max_references`` on its own (class-stratified, seeded), so a frame's block does
+        not change when another frame is annotated: the global candidates of the blocks
+        seen before are kept across rounds (:meth:`_global_candidates`).  ``refs.blocks``
+        names each block by its frame and the exact cells it holds.
+        """
         class_index = {object_id: i for i, object_id in enumerate(class_ids)}
-        embeddings, labels, grids = [], [], {}
+        embeddings, labels, grids, blocks = [], [], {}, []
         all_objects = {c for c in class_ids if c > 0}
+        h, w = self.grid
         for frame_idx, label_map in sorted(references.items()):
             counts = _cell_distributions(label_map, class_index, self.stride, self.grid)
             user_total = counts.sum(0)
@@ -322,22 +337,27 @@ class LabelTransfer:
                     _background_cells(label_map, self.stride, self.grid, config.background_margin)
                 )
                 counts[0][background & (user_total == 0)] = 1.0
-            total = counts.sum(0)
-            known = total > 0
-            dist = counts[:, known] / total[known]
-            emb = self.cache[frame_idx][:, known]
+            total = counts.reshape(len(class_ids), -1).sum(0)
+            cells = torch.nonzero(total > 0).flatten()
+            dist = counts.reshape(len(class_ids), -1)[:, cells] / total[cells]
+            if len(cells) > config.max_references:
+                cells = cells[_stratified_subset(dist.argmax(0), config.max_references)]
+                dist = counts.reshape(len(class_ids), -1)[:, cells] / total[cells]
+            emb = self.cache[frame_idx].reshape(-1, h * w)[:, cells.to(self.device)]
             embeddings.append(emb.T)
             labels.append(dist.T.to(self.device))
-        refs = References(torch.cat(embeddings), torch.cat(labels))
-        if len(refs) > config.max_references:
-            refs = _subsample_references(refs, config.max_references)
+            blocks.append(((frame_idx, cells.numpy().tobytes()), len(cells)))
+        refs = References(torch.cat(embeddings), torch.cat(labels), tuple(blocks))
         return refs, grids
 
     # --------------------------------------------------------------------- kernel
     #: default budget of the cross-round cache of local top-k candidates
     LOCAL_CACHE_BYTES = 512 * 2**20
-    #: queries per block of the global matmul (measured: 4096-32768 alike, 512 slower)
-    _GLOBAL_BLOCK = 8192
+    #: default budget of the cross-round cache of global top-k candidates
+    GLOBAL_CACHE_BYTES = 384 * 2**20
+    #: queries per block of the global matmul (measured on 2 cores with 1,400-2,048
+    #: references: 1024-2048 fastest, 8192 1.4x slower, 512 1.2x slower)
+    _GLOBAL_BLOCK = 1024
     #: side, in grid cells, of the query tiles of the local window match
     _TILE = 8
     #: score bytes per chunk of tiles in the local match (bounds memory; 32 MiB measured
@@ -366,6 +386,118 @@ class LabelTransfer:
             torch.mm(queries[start:stop], keys, out=scores)
             torch.topk(scores, k, dim=1, out=(values[start:stop], index[start:stop]))
         return values, index
+
+    def _global_candidates(self, frame_idx: int, query: torch.Tensor, refs: References, k: int):
+        """Top-``k`` global references ``(values (N, k), index (N, k))`` of one frame, kept
+        across rounds.
+
+        The match does not depend on any label, and each annotated frame's block of
+        reference cells stays the same until that frame's own scribbles change
+        (:meth:`build_references`).  So a frame's candidates are kept with the blocks they
+        were taken from; when the new references hold every one of those blocks (the usual
+        correction round: scribbles on one more frame), only the new blocks are matched and
+        merged with the kept top-``k`` -- the top-``k`` of a union is the top-``k`` of the
+        parts' top-``k`` -- and the kept indices are moved to the blocks' new rows.
+        Otherwise (a block changed or went away, other ``k``) the frame is matched afresh.
+
+        Kept in a pool of at most :attr:`global_cache_bytes` (filled in order and never
+        evicted: the sweeps visit frames in the same order every round, where least-recently
+        used eviction would throw out every frame just before it is needed again).
+        """
+        dim = query.shape[0]
+        flat = query.reshape(dim, -1).T
+        entry = self._global_cache.get(frame_idx)
+        starts, offset = {}, 0
+        for key, length in refs.blocks:
+            starts[key] = offset
+            offset += length
+        usable = (
+            entry is not None and refs.blocks and entry[0] == k and entry[1] == id(self.cache)
+            and all(key in starts for key, _ in entry[2])
+        )
+        if not usable:
+            values, index = self._topk_global(flat, refs, k)
+        else:
+            _, _, old_blocks, slot = entry
+            kept_values = self._global_pool[0][slot]
+            mapping = torch.cat([torch.arange(length) + starts[key] for key, length in old_blocks]).to(flat.device)
+            kept_index = mapping[self._global_pool[1][slot].long()]
+            old = {key for key, _ in old_blocks}
+            new_rows = [torch.arange(length) + starts[key] for key, length in refs.blocks if key not in old]
+            values, index = kept_values.clone(), kept_index
+            if new_rows:
+                new_rows = torch.cat(new_rows).to(flat.device)
+                values, index = self._merge_global(
+                    flat, refs.embeddings[new_rows], new_rows, values, index, min(k, len(refs))
+                )
+        if refs.blocks and len(refs) <= 2**31 - 1:
+            self._remember_global(frame_idx, k, refs.blocks, values, index)
+        return values, index
+
+    def _merge_global(self, queries, new_keys, new_rows, values, index, k):
+        """Merge the matches of new references (``new_keys`` ``(M, D)``, rows ``new_rows``
+        of the reference table) into the kept top-``k`` ``values``/``index`` (in place
+        when ``k`` were kept; widened when fewer were).
+
+        Only new similarities above a query's kept ``k``-th can enter its top-``k``; there
+        are few (about ``k * M / N_old`` when the new frame looks like the old ones), so
+        they are picked out of each block of scores by a comparison and merged with the
+        kept ``k`` by a top-``k`` over ``k + P`` columns (``P`` the most any query in the
+        block has), not over all ``M``: 1.5x faster than a plain top-``k`` here.
+        """
+        if values.shape[1] < k:  # fewer references than k before: everything is merged
+            new_values, new_index = self._topk_global(queries, References(new_keys, new_keys[:, :0]), k)
+            merged, pick = torch.cat([values, new_values], 1).topk(k, dim=1)
+            return merged, torch.gather(torch.cat([index, new_rows[new_index]], 1), 1, pick)
+        keys = new_keys.T.contiguous()
+        block = self._GLOBAL_BLOCK
+        scores = None
+        for start in range(0, queries.shape[0], block):
+            stop = min(queries.shape[0], start + block)
+            n = stop - start
+            if scores is None or scores.shape[0] != n:
+                scores = queries.new_empty((n, keys.shape[1]))
+            torch.mm(queries[start:stop], keys, out=scores)
+            rows, cols = (scores > values[start:stop, -1:]).nonzero(as_tuple=True)
+            if len(rows) == 0:
+                continue
+            # scatter each query's few winners into a (n, P) block padded with -inf
+            counts = torch.bincount(rows, minlength=n)
+            slot = torch.arange(len(rows), device=rows.device) - (torch.cumsum(counts, 0) - counts)[rows]
+            width = int(counts.max())
+            padded_values = scores.new_full((n, width), float("-inf"))
+            padded_index = index.new_zeros((n, width))
+            padded_values[rows, slot] = scores[rows, cols]
+            padded_index[rows, slot] = new_rows[cols]
+            merged, pick = torch.cat([values[start:stop], padded_values], 1).topk(k, dim=1)
+            index[start:stop] = torch.gather(torch.cat([index[start:stop], padded_index], 1), 1, pick)
+            values[start:stop] = merged
+        return values, index
+
+    def _remember_global(self, frame_idx, k, blocks, values, index) -> None:
+        """Keep one frame's global top-``k`` in the pool (allocated once, pages touched
+        only as slots fill); a frame that finds the pool full is simply not kept."""
+        pool = self._global_pool
+        if pool is None or pool[0].shape[1:] != values.shape:
+            entry_bytes = values.numel() * (values.element_size() + 4)
+            slots = min(self.global_cache_bytes // entry_bytes, self.n_frames)
+            self._global_cache.clear()
+            self._global_pool = None
+            if slots < 1:
+                return
+            pool = self._global_pool = (values.new_empty((slots,) + tuple(values.shape)),
+                                        torch.empty((slots,) + tuple(values.shape), dtype=torch.int32,
+                                                    device=values.device))
+        entry = self._global_cache.get(frame_idx)
+        if entry is not None:
+            slot = entry[3]
+        elif len(self._global_cache) < pool[0].shape[0]:
+            slot = len(self._global_cache)
+        else:
+            return
+        pool[0][slot].copy_(values)
+        pool[1][slot].copy_(index)
+        self._global_cache[frame_idx] = (k, id(self.cache), tuple(blocks), slot)
 
     def _local_candidates(self, query, context, config, cache_key=None):
         """Top-``k`` context cells within the spatial window of each query cell.
@@ -498,18 +630,21 @@ class LabelTransfer:
         context: list[tuple[torch.Tensor, torch.Tensor]],
         config: TransferConfig,
         cache_key=None,
+        global_candidates: tuple[torch.Tensor, torch.Tensor] | None = None,
     ) -> torch.Tensor:
         """Probabilities ``(C, h, w)`` of one frame from global references and context frames.
 
         ``query`` is ``(D, h, w)``; each context entry is ``(embedding (D, h, w), probs (C, h, w))``.
         The ``top_k`` votes are taken over the union of the global references and the
         context cells inside each query's window; labels are gathered once, for the
-        ``top_k`` winners only.
+        ``top_k`` winners only.  ``global_candidates`` (``(values, index)`` of the global
+        references, from :meth:`_global_candidates`) skips the global match.
         """
         dim, h, w = query.shape
         n_classes = refs.labels.shape[1]
-        flat = query.reshape(dim, -1).T
-        values, index = self._topk_global(flat, refs, config.top_k)
+        if global_candidates is None:
+            global_candidates = self._topk_global(query.reshape(dim, -1).T, refs, config.top_k)
+        values, index = global_candidates
         table = refs.labels
         if context:
             local_values, local_index = self._local_candidates(query, context, config, cache_key)
@@ -520,7 +655,7 @@ class LabelTransfer:
             index = torch.gather(index, 1, pick)
             context_labels = torch.stack([probs for _, probs in context]).permute(0, 2, 3, 1)
             table = torch.cat([refs.labels, context_labels.reshape(-1, n_classes)])
-        weights = torch.softmax(values.div_(config.temperature), dim=1)
+        weights = torch.softmax(values / config.temperature, dim=1)  # values may be cached: no in-place
         weights = torch.nan_to_num_(weights, nan=0.0)
         probs = torch.bmm(weights[:, None, :], table[index])[:, 0]  # (N, C)
         return probs.T.reshape(n_classes, h, w)
@@ -539,7 +674,8 @@ class LabelTransfer:
         for frame_idx in order:
             query = self.cache[frame_idx]
             key = (id(self.cache), frame_idx, tuple(context_frames), config.window, config.top_k, self._TILE)
-            probs = self._vote_frame(query, refs, context if config.temporal else [], config, key)
+            candidates = self._global_candidates(frame_idx, query, refs, config.top_k)
+            probs = self._vote_frame(query, refs, context if config.temporal else [], config, key, candidates)
             if frame_idx in grids:
                 # on an annotated frame the user's labels are facts: clamp them
                 known, dist = grids[frame_idx]
