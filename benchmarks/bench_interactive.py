@@ -40,6 +40,20 @@ def trained_on(model_name: str) -> list[str]:
     return sorted(record.get("train_sequences", []))
 
 
+def _commit() -> str:
+    """The checked-out commit (``+`` when the tree has changes), so figures name their code."""
+    import subprocess
+
+    try:
+        head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True,
+                              text=True, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=REPO,
+                               capture_output=True, text=True).stdout.strip()
+        return head + ("+" if dirty else "")
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+
+
 def subset_means(rows: dict, names: list[str]) -> dict | None:
     picked = [rows[n] for n in names if n in rows]
     if not picked:
@@ -81,6 +95,8 @@ def run(args) -> dict:
                                       "start")}
                 for n, r in rows.items()
             },
+            "settings": result["settings"],
+            "commit": _commit(),
             "wall_seconds": time.perf_counter() - start,
             "load_average_before": [round(x, 2) for x in load_start],
             "load_average_after": [round(x, 2) for x in os.getloadavg()],
@@ -103,7 +119,8 @@ def markdown(report: dict) -> str:
             f"## {name}",
             "",
             f"Load average before/after: {r['load_average_before']} / {r['load_average_after']}; "
-            f"wall time {r['wall_seconds'] / 60:.1f} min.",
+            f"wall time {r['wall_seconds'] / 60:.1f} min; network precision "
+            f"{r.get('settings', {}).get('network_precision', 'fp32')}; commit {r.get('commit', '?')}.",
             "",
             "| sequences | n | AUC | J&F@60s | final J&F | s/frame |",
             "|---|---|---|---|---|---|",
@@ -133,9 +150,16 @@ def main(argv=None) -> int:
     parser.add_argument("--sequences", default=None, help="comma-separated (default: every sequence of the root)")
     parser.add_argument("--interactions", type=int, default=8)
     parser.add_argument("--out", type=Path, default=None, help="JSON to write (default: results/interactive_<root>.json)")
+    parser.add_argument("--merge", action="store_true",
+                        help="keep the other models already in the output file (runs done at different times)")
     args = parser.parse_args(argv)
-    report = run(args)
     out = args.out or RESULTS / f"interactive_{args.davis_root.resolve().name}.json"
+    report = run(args)
+    if args.merge and out.exists():
+        earlier = json.loads(out.read_text())
+        if earlier.get("interactions") == report["interactions"]:
+            for name, row in earlier["models"].items():
+                report["models"].setdefault(name, row)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(report, indent=1))
     out.with_suffix(".md").write_text(markdown(report))

@@ -192,11 +192,12 @@ def kernel_efficiency(model: str = "default") -> dict:
     }
 
 
-def embedding_fps(model: str, n_frames: int = 8) -> float:
+def embedding_fps(model: str, n_frames: int = 8, precision: str | None = None) -> float:
+    """Frames per second of ``model.embed`` at 480p (automatic precision unless given)."""
     frames = _bear(n_frames).frames[:n_frames]
     m = sw.load_model(MODELS[model])
-    m.embed(frames[:2])
-    return n_frames / best_of(lambda: m.embed(frames), repeat=2)
+    m.embed(frames[:2], precision=precision)
+    return n_frames / best_of(lambda: m.embed(frames, precision=precision), repeat=2)
 
 
 # --------------------------------------------------------------------------- memory
@@ -304,7 +305,11 @@ def markdown(result: dict) -> str:
         f"{k['kernel_gflops']:.1f} / {k['matmul_gflops']:.1f} GFLOP/s = {100 * k['efficiency']:.0f} %",
         ">= 50 %", k["efficiency"] >= TARGETS["kernel_efficiency"])
     for name, fps in result["embedding_fps"].items():
-        row(f"embedding at 480p, {name}", f"{fps:.2f} frames/s", ">= 5" if name == "default" else "",
+        if name in MODELS and name != "baseline" and result.get("embedding_precision"):
+            name_shown = f"{name} ({result['embedding_precision']}, automatic)"
+        else:
+            name_shown = name
+        row(f"embedding at 480p, {name_shown}", f"{fps:.2f} frames/s", ">= 5" if name == "default" else "",
             fps >= TARGETS["embedding_fps_default"] if name == "default" else None)
     if result.get("memory_command"):
         lines.append(f"| memory rows measured with | `{result['memory_command']}` | | |")
@@ -449,9 +454,16 @@ def main() -> None:
             print("correction round:", json.dumps(row), flush=True)
             save()
     if "fps" in parts:
-        for name in MODELS:
-            result["embedding_fps"][name] = embedding_fps(name)
-            print(f"embedding fps at 480p, {name}: {result['embedding_fps'][name]:.2f}", flush=True)
+        from simwidgets.device import autocast_dtype
+
+        automatic = {None: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}[autocast_dtype(sw.pick_device())]
+        runs = [(name, None, name) for name in MODELS]
+        if automatic != "fp32":  # the learned models in float32 as well, for the ratio
+            runs += [(name, "fp32", f"{name} (fp32)") for name in MODELS if name != "baseline"]
+        result["embedding_precision"] = automatic
+        for name, precision, label in runs:
+            result["embedding_fps"][label] = embedding_fps(name, precision=precision)
+            print(f"embedding fps at 480p, {label}: {result['embedding_fps'][label]:.2f}", flush=True)
         save()
     if "memory" in parts:
         for n in [int(x) for x in args.memory.split(",") if x]:

@@ -401,13 +401,16 @@ class _BackboneEmbedding(EmbeddingModel):
             # set a definite balance: with a constant learned part this is exactly the
             # hand-crafted baseline (its constant channel); where the learned cosine is
             # low, colour and position cannot make two cells similar.
-            feats = F.normalize(feats.float(), dim=1).to(feats.dtype)
+            # Colour is a measurement, not a learned feature: float32 even under autocast
+            # (bfloat16 would round L* by up to 0.4), as is everything after the network.
+            feats = F.normalize(feats.float(), dim=1)
             from .features import rgb_to_lab
 
-            pooled = F.avg_pool2d(x.float(), self.stride, self.stride, ceil_mode=True)[..., : feats.shape[-2], : feats.shape[-1]]
-            lab = rgb_to_lab(pooled.clamp(0, 1))
-            colour = torch.stack([(lab[:, 0] - 50.0) / 100.0, lab[:, 1] / 100.0, lab[:, 2] / 100.0], dim=1)
-            feats = torch.cat([feats, colour.to(feats.dtype) * self.log_colour_scale.exp().to(feats.dtype)], dim=1)
+            with torch.autocast(device_type=x.device.type, enabled=False):
+                pooled = F.avg_pool2d(x.float(), self.stride, self.stride, ceil_mode=True)
+                lab = rgb_to_lab(pooled[..., : feats.shape[-2], : feats.shape[-1]].clamp(0, 1))
+                colour = torch.stack([(lab[:, 0] - 50.0) / 100.0, lab[:, 1] / 100.0, lab[:, 2] / 100.0], dim=1)
+                feats = torch.cat([feats, colour * self.log_colour_scale.exp().float()], dim=1)
         return feats
 
     def features(self, x: torch.Tensor) -> torch.Tensor:

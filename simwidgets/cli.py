@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -27,6 +28,9 @@ def _add_transfer_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--window", type=int, default=None, help="context window radius in grid cells")
     group.add_argument("--n-context", type=int, default=None, help="previous frames used as context")
     group.add_argument("--device", default=None, help="cpu, cuda, mps (default: automatic)")
+    group.add_argument("--precision", choices=["auto", "fp32", "bf16", "fp16"], default=None,
+                       help="network precision (default auto: fp16 on CUDA, bf16 on CPUs that have it in "
+                            "hardware, else fp32); sets $SIMWIDGETS_PRECISION")
 
 
 def _transfer_config(args):
@@ -191,6 +195,10 @@ def cmd_evaluate(args) -> int:
 def main(argv=None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    if getattr(args, "precision", None):
+        from .device import PRECISION_ENV_VAR
+
+        os.environ[PRECISION_ENV_VAR] = args.precision
     try:
         if args.command == "propagate":
             return cmd_propagate(args)

@@ -52,6 +52,8 @@ class ColourPositionEmbedding(EmbeddingModel):
     """
 
     pad_multiple = 1
+    #: colour and position are exact measurements, and cheap: always float32
+    reduced_precision = False
 
     def __init__(self, stride: int = 8, colour_weight: float = 2.0, coord_weight: float = 0.5):
         super().__init__(dim=6 if coord_weight > 0 else 4, stride=stride, coord_weight=coord_weight)

@@ -24,7 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .device import pick_device
+from .device import autocast_dtype, pick_device
 from .errors import BadInputError
 
 __all__ = [
@@ -91,6 +91,9 @@ class EmbeddingModel(nn.Module):
     arch = "abstract"
     #: input height and width are padded to a multiple of this before ``features``
     pad_multiple = 8
+    #: whether :meth:`embed` may run the network in float16/bfloat16 (learned networks
+    #: lose nothing measurable; hand-made features opt out)
+    reduced_precision = True
 
     def __init__(self, dim: int, stride: int, coord_weight: float = 0.0):
         super().__init__()
@@ -134,12 +137,16 @@ class EmbeddingModel(nn.Module):
         device: str | torch.device | None = None,
         batch_size: int = 4,
         progress: bool = False,
+        precision: str | None = None,
     ) -> torch.Tensor:
         """Embed uint8 frames ``(T, H, W, 3)`` (or one ``(H, W, 3)`` frame).
 
         Returns a float32 tensor ``(T, D, h, w)`` on ``device`` (chosen automatically when
         None), unit length along ``D``.  Frames may be any array-like indexable by slices
         (e.g. :class:`simwidgets.video.LazyFrames`), so long videos are decoded in batches.
+        ``precision`` (see :func:`simwidgets.device.autocast_dtype`; automatic when None):
+        the network runs in float16 on CUDA and bfloat16 on CPUs with hardware support,
+        unless the model opts out (:attr:`reduced_precision`) or ``"fp32"`` is asked.
         """
         single = getattr(frames, "ndim", None) == 3
         if single:
@@ -148,6 +155,8 @@ class EmbeddingModel(nn.Module):
         if len(shape) != 4 or shape[3] != 3:
             raise BadInputError(f"frames must have shape (T, H, W, 3); got {shape}")
         device = pick_device(device)
+        dtype = autocast_dtype(device, precision)  # checks the name even where it is not used
+        dtype = dtype if self.reduced_precision else None
         was_training = self.training
         self.eval()
         self.to(device)
@@ -169,7 +178,7 @@ class EmbeddingModel(nn.Module):
             x = torch.from_numpy(chunk).to(device).permute(0, 3, 1, 2).float().div_(255.0)
             if pad_h or pad_w:
                 x = F.pad(x, (0, pad_w, 0, pad_h), mode="replicate")
-            with torch.autocast(device_type="cuda", dtype=torch.float16, enabled=device.type == "cuda"):
+            with torch.autocast(device_type=device.type, dtype=dtype or torch.float32, enabled=dtype is not None):
                 emb = self(x)
             if emb.shape[-2] < h or emb.shape[-1] < w:
                 raise RuntimeError(

@@ -318,8 +318,19 @@ def evaluate_interactive(
             "robot_seed": _robot_seed(),
             "adapt": None if adapt is None else dict(adapt),
             "davisinteractive": getattr(di, "__version__", "1.0.4"),
+            "network_precision": _precision_name(device),
         },
     }
+
+
+def _precision_name(device) -> str:
+    """What learned networks ran in (hand-made features always run in float32)."""
+    import torch
+
+    from .device import autocast_dtype, pick_device
+
+    dtype = autocast_dtype(pick_device(device))
+    return {None: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}[dtype]
 
 
 def _robot_seed() -> int:

@@ -94,3 +94,33 @@ def test_real_cuda_device_is_usable(monkeypatch):
     assert device.type == "cuda"
     assert torch.ones(2, device=device).sum().item() == 2.0
     assert describe_device(device).startswith("cuda:")
+
+
+# --------------------------------------------------------------------------- precision
+from simwidgets.device import PRECISION_ENV_VAR, autocast_dtype  # noqa: E402
+
+CPU, CUDA, MPS = torch.device("cpu"), torch.device("cuda"), torch.device("mps")
+
+
+@pytest.mark.parametrize("native", [True, False])
+def test_auto_precision_follows_the_hardware(monkeypatch, native):
+    monkeypatch.delenv(PRECISION_ENV_VAR, raising=False)
+    monkeypatch.setattr(device_module, "_cpu_has_native_bf16", lambda: native)
+    assert autocast_dtype(CPU) == (torch.bfloat16 if native else None)
+    assert autocast_dtype(CUDA) == torch.float16
+    assert autocast_dtype(MPS) is None
+
+
+def test_precision_argument_and_environment(monkeypatch):
+    monkeypatch.setattr(device_module, "_cpu_has_native_bf16", lambda: True)
+    monkeypatch.setenv(PRECISION_ENV_VAR, "fp32")
+    assert autocast_dtype(CPU) is None
+    assert autocast_dtype(CPU, "bf16") == torch.bfloat16  # the argument wins
+    assert autocast_dtype(CUDA, "fp16") == torch.float16
+    with pytest.raises(BadInputError, match="fp16 needs CUDA"):
+        autocast_dtype(CPU, "fp16")
+    with pytest.raises(BadInputError, match="unknown precision 'half'"):
+        autocast_dtype(CPU, "half")
+    monkeypatch.setenv(PRECISION_ENV_VAR, "double")
+    with pytest.raises(BadInputError, match="unknown precision 'double'"):
+        autocast_dtype(CPU)

@@ -218,3 +218,21 @@ def test_build_model_rejects_unknown_names():
         build_model("nope")
     with pytest.raises(BadInputError, match="bad configuration for architecture 'fcn-small'"):
         build_model("fcn-small", depth=3)
+
+
+def test_bfloat16_embedding_is_close_to_float32_and_baseline_stays_exact():
+    """bfloat16 autocast (the CPU default where the hardware has it) gives the learned
+    model's embeddings within rounding of float32; hand-made features ignore it."""
+    from simwidgets.models import load_model
+    from simwidgets.video import load_sample
+
+    frames = load_sample("bear").frames[:2, :240, :320]
+    model = load_model("default")
+    exact = model.embed(frames, precision="fp32")
+    reduced = model.embed(frames, precision="bf16")
+    assert reduced.dtype == torch.float32 and reduced.shape == exact.shape
+    cosine = (exact * reduced).sum(1)
+    assert cosine.mean() > 0.999 and cosine.min() > 0.98
+    assert not torch.equal(exact, reduced)  # it did run in bfloat16
+    baseline = load_model("baseline")
+    assert torch.equal(baseline.embed(frames, precision="bf16"), baseline.embed(frames, precision="fp32"))

@@ -64,6 +64,7 @@ def test_result_fields(first, root):
     assert set(result) == {"sequences", "mean", "curve", "settings"}
     assert list(result["sequences"]) == list(CLIPS)
     assert result["settings"]["interactions"] == 2
+    assert result["settings"]["network_precision"] in ("fp32", "bf16", "fp16")
     assert result["settings"]["max_time_per_object"] == 60.0  # the challenge's 30 s per interaction
     for name, row in result["sequences"].items():
         assert set(row) == ROW_KEYS
