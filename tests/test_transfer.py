@@ -300,14 +300,17 @@ def test_correction_round_reuses_local_candidates_exactly(bear):
     assert np.array_equal(again.masks, expected.masks)
 
 
-def test_correction_round_matches_only_the_new_frames_references(bear):
-    """A correction on another frame matches each frame against that frame's reference
-    cells only (the first frame's block is kept) and gives a fresh engine's result; a
-    change to the first frame's own scribbles matches that frame's new block only."""
+@pytest.mark.parametrize("cap", [10**6, 500])
+def test_correction_round_matches_only_the_new_frames_references(bear, cap):
+    """Without subsampling, a correction on another frame matches each frame against that
+    frame's reference cells only (the first frame's block is kept) and gives a fresh
+    engine's result; a change to the first frame's own scribbles matches that frame's new
+    block only.  When the cap draws a new subset over all frames, everything is matched
+    afresh, with the same result as a fresh engine."""
     frames = bear.frames[30:42]
     first = {6: np.where(bear.masks[36] > 0, 1, -1)}
     correction = {**first, 9: np.where(bear.masks[39] == 0, 0, -1)}
-    engine = LabelTransfer(frames, model="baseline")
+    engine = LabelTransfer(frames, model="baseline", config=TransferConfig(max_references=cap))
     matched = []
     plain, merge = engine._topk_global, engine._merge_global
 
@@ -325,18 +328,25 @@ def test_correction_round_matches_only_the_new_frames_references(bear):
     assert set(matched) == {first_block} and len(matched) == engine.n_frames  # once per frame, not per sweep
     matched.clear()
     reused = engine.propagate(correction)
-    new_block = len(engine.build_references(correction, [0, 1], engine.config)[0]) - first_block
-    assert 0 < new_block and set(matched) == {new_block} and len(matched) == engine.n_frames
-    fresh = LabelTransfer(frames, model="baseline")
+    both = len(engine.build_references(correction, [0, 1], engine.config)[0])
+    new_block = both - first_block
+    if cap == 500:  # a new subset over both frames: every reference is matched afresh
+        assert both <= 500 and set(matched) == {both} and len(matched) == engine.n_frames
+    else:
+        assert 0 < new_block and set(matched) == {new_block} and len(matched) == engine.n_frames
+    fresh = LabelTransfer(frames, model="baseline", config=TransferConfig(max_references=cap))
     fresh.global_cache_bytes = 0
     expected = fresh.propagate(correction)
     assert len(fresh._global_cache) == 0
     for got, want in zip(reused.probabilities, expected.probabilities):
         assert torch.allclose(got, want, atol=1e-6)
     assert np.array_equal(reused.masks, expected.masks)
+    if cap == 500:
+        return
     # the first frame's scribble changes: its block is new and matched, frame 9's is kept
     matched.clear()
     changed = {6: np.where(bear.masks[36] > 0, 1, 0), 9: correction[9]}
     again = engine.propagate(changed)
     assert len(matched) == engine.n_frames and min(matched) > new_block
-    assert np.array_equal(again.masks, LabelTransfer(frames, model="baseline").propagate(changed).masks)
+    expected = LabelTransfer(frames, model="baseline", config=TransferConfig(max_references=cap)).propagate(changed)
+    assert np.array_equal(again.masks, expected.masks)
