@@ -318,18 +318,18 @@ def evaluate_interactive(
             "robot_seed": _robot_seed(),
             "adapt": None if adapt is None else dict(adapt),
             "davisinteractive": getattr(di, "__version__", "1.0.4"),
-            "network_precision": _precision_name(device),
+            "network_precision": _precision_name(model, device),
         },
     }
 
 
-def _precision_name(device) -> str:
-    """What learned networks ran in (hand-made features always run in float32)."""
+def _precision_name(model, device) -> str:
+    """What the model's network ran in (hand-made features always run in float32)."""
     import torch
 
     from .device import autocast_dtype, pick_device
 
-    dtype = autocast_dtype(pick_device(device))
+    dtype = autocast_dtype(pick_device(device)) if getattr(model, "reduced_precision", False) else None
     return {None: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}[dtype]
 
 
