@@ -454,9 +454,9 @@ def main() -> None:
             print("correction round:", json.dumps(row), flush=True)
             save()
     if "fps" in parts:
-        from simwidgets.device import autocast_dtype
+        from simwidgets.device import autocast_dtype, precision_name
 
-        automatic = {None: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}[autocast_dtype(sw.pick_device())]
+        automatic = precision_name(autocast_dtype(sw.pick_device()))
         runs = [(name, None, name) for name in MODELS]
         if automatic != "fp32":  # the learned models in float32 as well, for the ratio
             runs += [(name, "fp32", f"{name} (fp32)") for name in MODELS if name != "baseline"]

@@ -14,7 +14,7 @@ import torch
 
 from .errors import BadInputError
 
-__all__ = ["pick_device", "describe_device", "autocast_dtype", "ENV_VAR", "PRECISION_ENV_VAR"]
+__all__ = ["pick_device", "describe_device", "autocast_dtype", "precision_name", "ENV_VAR", "PRECISION_ENV_VAR"]
 
 ENV_VAR = "SIMWIDGETS_DEVICE"
 PRECISION_ENV_VAR = "SIMWIDGETS_PRECISION"
@@ -95,3 +95,8 @@ def autocast_dtype(device: torch.device, precision: str | None = None) -> torch.
     if requested == "fp16" and device.type != "cuda":
         raise BadInputError(f"precision fp16 needs CUDA; the device is {device.type} (use bf16 or fp32)")
     return _PRECISIONS[requested]
+
+
+def precision_name(dtype: torch.dtype | None) -> str:
+    """The name :func:`autocast_dtype` accepts for ``dtype`` (``None`` is ``"fp32"``)."""
+    return next(name for name, known in _PRECISIONS.items() if known == dtype)

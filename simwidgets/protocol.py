@@ -325,12 +325,9 @@ def evaluate_interactive(
 
 def _precision_name(model, device) -> str:
     """What the model's network ran in (hand-made features always run in float32)."""
-    import torch
+    from .device import autocast_dtype, pick_device, precision_name
 
-    from .device import autocast_dtype, pick_device
-
-    dtype = autocast_dtype(pick_device(device)) if getattr(model, "reduced_precision", False) else None
-    return {None: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}[dtype]
+    return precision_name(autocast_dtype(pick_device(device)) if getattr(model, "reduced_precision", False) else None)
 
 
 def _robot_seed() -> int:

@@ -404,14 +404,15 @@ class LabelTransfer:
         """Top-``k`` global references ``(values (N, k), index (N, k))`` of one frame, kept
         across rounds.
 
-        The match does not depend on any label, and each annotated frame's block of
-        reference cells stays the same until that frame's own scribbles change
-        (:meth:`build_references`).  So a frame's candidates are kept with the blocks they
-        were taken from; when the new references hold every one of those blocks (the usual
-        correction round: scribbles on one more frame), only the new blocks are matched and
-        merged with the kept top-``k`` -- the top-``k`` of a union is the top-``k`` of the
-        parts' top-``k`` -- and the kept indices are moved to the blocks' new rows.
-        Otherwise (a block changed or went away, other ``k``) the frame is matched afresh.
+        The match does not depend on any label, so a frame's candidates are kept with the
+        blocks (each annotated frame's kept reference cells, :meth:`build_references`) they
+        were taken from.  When the new references hold every one of those blocks (nothing
+        was subsampled, or the subset came out the same: e.g. scribbles on one more frame
+        with few reference cells in all, or another temperature), only the new blocks are
+        matched and merged with the kept top-``k`` -- the top-``k`` of a union is the
+        top-``k`` of the parts' top-``k`` -- and the kept indices are moved to the blocks'
+        new rows.  Otherwise (a block changed or went away, as when the capped subset is
+        drawn again; other ``k``) the frame is matched afresh.
 
         Kept in a pool of at most :attr:`global_cache_bytes` (filled in order and never
         evicted: the sweeps visit frames in the same order every round, where least-recently

@@ -124,3 +124,10 @@ def test_precision_argument_and_environment(monkeypatch):
     monkeypatch.setenv(PRECISION_ENV_VAR, "double")
     with pytest.raises(BadInputError, match="unknown precision 'double'"):
         autocast_dtype(CPU)
+
+
+def test_precision_name_is_the_inverse_of_autocast_dtype():
+    from simwidgets.device import precision_name
+
+    for name in ("fp32", "bf16", "fp16"):
+        assert precision_name(autocast_dtype(CUDA, name)) == name
