@@ -3,7 +3,7 @@
     .venv/bin/python benchmarks/bench_interactive.py --davis-root ../shared/data/davis2016 \
         --models default,baseline [--interactions 8] [--sequences a,b]
 
-Runs :func:`simwidgets.protocol.evaluate_interactive` (davisinteractive's own session,
+Runs :func:`simwidgets.evaluation.interactive.evaluate_interactive` (davisinteractive's own session,
 robot and summary, offline) once per model and writes
 ``benchmarks/results/interactive_<root>.json`` and ``.md``: per-sequence AUC, J&F@60s and
 final J&F, davisinteractive's pooled means, and the means over the sequences each model
@@ -27,7 +27,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from simwidgets.models import load_model  # noqa: E402
-from simwidgets.protocol import evaluate_interactive  # noqa: E402
+from simwidgets.evaluation.interactive import evaluate_interactive  # noqa: E402
 
 from bench_transfer import machine  # noqa: E402  (same folder: one machine description for every benchmark)
 

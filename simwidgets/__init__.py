@@ -9,7 +9,11 @@ Three lines to segment a video from scribbles::
 See README.md and the notebooks for the method and the widgets.
 
 Importing the package is light (numpy, Pillow): the torch-based parts (models, label
-transfer, metrics, training) load on first use, so the widgets never pull in torch.
+transfer, training) load on first use, so the widgets never pull in torch.  The folders
+follow the data flow: ``video``/``scribbles`` (input) -> ``models`` (embeddings) ->
+``transfer`` (labels from references) -> ``session`` (interactive rounds) ->
+``evaluation`` (J, F, protocols); ``training`` learns the embedding; ``widgets`` and
+``apps`` put it in a notebook.
 """
 from importlib import import_module
 
@@ -38,16 +42,18 @@ _LAZY = {
     "EmbeddingModel": "models",
     "pick_device": "device",
     "describe_device": "device",
-    "evaluate_masks": "metrics",
-    "jaccard": "metrics",
-    "f_measure": "metrics",
-    "auc": "metrics",
-    "metric_at": "metrics",
+    "evaluate_masks": "evaluation",
+    "jaccard": "evaluation",
+    "f_measure": "evaluation",
+    "auc": "evaluation",
+    "metric_at": "evaluation",
+    "evaluate_semi_supervised": "evaluation",
+    "evaluate_interactive": "evaluation",
     "InteractiveSession": "session",
-    "evaluate_interactive": "protocol",
-    "SegmentationApp": "app",
-    "SimilarityExplorer": "explorer",
-    "EmbeddingProbe": "explorer",
+    "SegmentationApp": "apps",
+    "SimilarityExplorer": "apps",
+    "EmbeddingProbe": "apps",
+    "ScribbleWidget": "widgets",
 }
 
 

@@ -1,22 +1,29 @@
 """Command line: ``python -m simwidgets {propagate,evaluate,train} ...``.
 
 Headless counterparts of the notebooks, for batch runs and benchmarks.  Bad arguments
-(missing folder, unknown sequence, a mask of the wrong size...) end with a one-line
-``error: ...`` and exit status 2, never a traceback.
+(missing folder, unknown sequence, an output path that is a file, a mask of the wrong
+size...) end with a one-line ``error: ...`` and exit status 2, never a traceback; output
+paths are checked before any work starts.  Building the parser imports neither torch nor
+the models, so ``--help`` is instant.
 """
 from __future__ import annotations
 
 import argparse
 import json
 import os
+import shlex
 import sys
 import time
+from dataclasses import asdict, fields
 from pathlib import Path
 
+from .checks import output_file, output_folder
 from .errors import BadInputError
 
 __all__ = ["main", "build_parser"]
 
+
+# ----------------------------------------------------------------------------- shared options
 
 def _add_transfer_arguments(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("label transfer")
@@ -48,6 +55,76 @@ def _transfer_config(args):
     return TransferConfig(**overrides)
 
 
+def _names(text: str | None, option: str) -> list[str] | None:
+    """Comma-separated sequence names; None when the option was not given.  An option
+    given with no name in it (``--sequences ","``) is an error, never "all"."""
+    if text is None:
+        return None
+    names = [s.strip() for s in text.split(",") if s.strip()]
+    if not names:
+        raise BadInputError(f"{option} {text!r} names no sequence; leave the option out to use all of them")
+    if len(set(names)) != len(names):
+        raise BadInputError(f"{option} names a sequence twice: {text!r}")
+    return names
+
+
+def _known_sequences(root: Path, wanted: list[str] | None, option: str = "--sequences") -> list[str]:
+    from .video import list_sequences
+
+    known = list_sequences(root)
+    if wanted is None:
+        return known
+    unknown = [n for n in wanted if n not in known]
+    if unknown:
+        raise BadInputError(
+            f"{option}: unknown sequence(s) {', '.join(unknown)} in {root} (known: {', '.join(known) or 'none'})"
+        )
+    return wanted
+
+
+# ----------------------------------------------------------------------------- the parser
+
+def _train_defaults() -> dict:
+    from .training.config import TrainConfig  # torch-free
+
+    return {f.name: f.default for f in fields(TrainConfig) if not callable(f.default_factory)}
+
+
+def _add_train_arguments(parser: argparse.ArgumentParser) -> None:
+    d = _train_defaults()
+    parser.add_argument("--davis-root", required=True, type=Path, help="DAVIS-layout folder with a mask for every frame")
+    parser.add_argument("--out", required=True, type=Path, help="checkpoint to write (best validation score)")
+    parser.add_argument("--arch", default=d["arch"], help="registered architecture (default %(default)s)")
+    parser.add_argument("--dim", type=int, default=None, help="embedding dimension (architecture default when omitted)")
+    parser.add_argument("--stride", type=int, default=None, help="output stride, 4 or 8")
+    parser.add_argument("--colour-weight", type=float, default=None,
+                        help="effnet-lite0/mobilenetv2: append each cell's Lab colour with this initial learnable weight")
+    parser.add_argument("--weights", default=d["weights"],
+                        help="backbone initialisation: imagenet, none, or a state-dict file (default %(default)s)")
+    parser.add_argument("--train-backbone", action="store_true", help="fine-tune the pretrained backbone too")
+    parser.add_argument("--steps", type=int, default=d["steps"], help="optimiser steps (default %(default)s)")
+    parser.add_argument("--batch-pairs", type=int, default=d["batch_pairs"], help="frame pairs per step (default %(default)s)")
+    parser.add_argument("--crop", type=int, default=d["crop"], help="square crop side in pixels (default %(default)s)")
+    parser.add_argument("--loss", default=d["loss"],
+                        help="pairwise (the paper's), contrastive, triplet or infonce (default %(default)s)")
+    parser.add_argument("--lr", type=float, default=d["lr"], help="AdamW learning rate (default %(default)s)")
+    parser.add_argument("--hard-fraction", type=float, default=d["hard_fraction"],
+                        help="share of negatives drawn next to the anchor's object (default %(default)s)")
+    parser.add_argument("--seed", type=int, default=d["seed"])
+    parser.add_argument("--sequences", default=None, help="comma-separated sequences to use (default: all in the root)")
+    parser.add_argument("--val-sequences", default=None,
+                        help="comma-separated held-out sequences (default: the fixed split of "
+                             "simwidgets.training.default_split)")
+    parser.add_argument("--n-val", type=int, default=4, help="held-out sequences in the default split")
+    parser.add_argument("--val-every", type=int, default=d["val_every"])
+    parser.add_argument("--val-max-frames", type=int, default=None)
+    parser.add_argument("--val-scale", type=float, default=d["val_scale"])
+    parser.add_argument("--device", default=None, help="cpu, cuda, mps or auto")
+    parser.add_argument("--history", type=Path, default=None,
+                        help="also write the loss and validation history to this JSON file")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m simwidgets", description=__doc__.splitlines()[0])
     commands = parser.add_subparsers(dest="command", required=True)
@@ -70,30 +147,21 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--json", required=True, type=Path, help="where to write the results")
     _add_transfer_arguments(ev)
 
-    try:
-        from .training import add_train_arguments  # provided by the training module
-    except ImportError:
-        add_train_arguments = None
-    if add_train_arguments is not None:
-        tr = commands.add_parser("train", help="train an embedding network on DAVIS-layout folders")
-        add_train_arguments(tr)
+    tr = commands.add_parser("train", help="train an embedding network on DAVIS-layout folders")
+    _add_train_arguments(tr)
     return parser
 
 
-def _write_masks(masks, folder: Path) -> None:
-    from .palette import save_indexed_png
-
-    folder.mkdir(parents=True, exist_ok=True)
-    for frame_idx, mask in enumerate(masks):
-        save_indexed_png(mask, folder / f"{frame_idx:05d}.png")
-
+# ----------------------------------------------------------------------------- propagate
 
 def cmd_propagate(args) -> int:
     from .device import describe_device
+    from .export import write_masks
     from .scribbles import Scribbles
     from .transfer import LabelTransfer
     from .video import load_davis_sequence
 
+    output_folder(args.out, "--out")
     video = load_davis_sequence(args.davis_root, args.sequence, lazy=True)
     if args.first_mask:
         if video.masks is None:
@@ -106,7 +174,7 @@ def cmd_propagate(args) -> int:
     start = time.perf_counter()
     result = engine.propagate(references)
     seconds = time.perf_counter() - start
-    _write_masks(result.masks, args.out)
+    write_masks(result.masks, args.out)
     print(
         f"{args.sequence}: {video.n_frames} frames in {seconds:.2f} s "
         f"({seconds / video.n_frames:.3f} s per frame, embedding included); masks in {args.out}"
@@ -114,54 +182,15 @@ def cmd_propagate(args) -> int:
     return 0
 
 
-def evaluate_semi(davis_root, sequences, model="default", config=None, device=None, save_masks=None,
-                  progress=None) -> dict:
-    """Semi-supervised protocol: frame-0 ground truth -> all frames, scored on frames 1..T-1."""
-    from .metrics import evaluate_masks
-    from .models import load_model
-    from .transfer import LabelTransfer
-    from .video import list_sequences, load_davis_sequence
-
-    model = load_model(model)
-    names = sequences or list_sequences(davis_root)
-    results = {}
-    for name in names:
-        video = load_davis_sequence(davis_root, name, lazy=True)
-        if video.masks is None:
-            raise BadInputError(f"sequence {name!r} has no ground-truth masks to evaluate against")
-        start = time.perf_counter()
-        engine = LabelTransfer(video.frames, model=model, config=config, device=device)
-        result = engine.propagate({0: video.masks[0]})
-        seconds = time.perf_counter() - start
-        scores = evaluate_masks(result.masks[1:], video.masks[1:])
-        results[name] = {
-            "J": scores.j_mean,
-            "F": scores.f_mean,
-            "J&F": scores.jf_mean,
-            "n_frames": video.n_frames,
-            "seconds": seconds,
-            "seconds_per_frame": seconds / video.n_frames,
-        }
-        if save_masks is not None:
-            _write_masks(result.masks, Path(save_masks) / name)
-        if progress:
-            progress(name, results[name])
-    keys = ("J", "F", "J&F", "seconds_per_frame")
-    mean = {k: float(sum(r[k] for r in results.values()) / len(results)) for k in keys}
-    return {"sequences": results, "mean": mean}
-
+# ----------------------------------------------------------------------------- evaluate
 
 def cmd_evaluate(args) -> int:
-    from dataclasses import asdict
-
     from .device import describe_device, pick_device
-    from .video import list_sequences
 
-    names = [s for s in args.sequences.split(",") if s] if args.sequences else list_sequences(args.davis_root)
-    known = set(list_sequences(args.davis_root))
-    unknown = [n for n in names if n not in known]
-    if unknown:
-        raise BadInputError(f"unknown sequence(s) {', '.join(unknown)} in {args.davis_root}")
+    output_file(args.json, "--json")
+    if args.save_masks is not None:
+        output_folder(args.save_masks, "--save-masks")
+    names = _known_sequences(args.davis_root, _names(args.sequences, "--sequences"))
     config = _transfer_config(args)
 
     def report(name, row):
@@ -169,13 +198,15 @@ def cmd_evaluate(args) -> int:
               f"{row['seconds_per_frame']:.3f} s/frame", flush=True)
 
     if args.protocol == "semi":
-        output = evaluate_semi(args.davis_root, names, model=args.model, config=config, device=args.device,
-                               save_masks=args.save_masks, progress=report)
+        from .evaluation.semi import evaluate_semi_supervised
+        from .video import load_davis_sequence
+
+        videos = (load_davis_sequence(args.davis_root, name, lazy=True) for name in names)
+        output = evaluate_semi_supervised(videos, model=args.model, config=config, device=args.device,
+                                          save_masks=args.save_masks, progress=report)
     else:
-        try:
-            from .protocol import evaluate_interactive
-        except ImportError:
-            raise BadInputError("--protocol interactive is not available in this version") from None
+        from .evaluation.interactive import evaluate_interactive
+
         output = evaluate_interactive(args.davis_root, names, model=args.model, config=config, device=args.device,
                                       interactions=args.interactions, save_masks=args.save_masks, progress=report)
     output.update(
@@ -186,31 +217,82 @@ def cmd_evaluate(args) -> int:
         davis_root=str(args.davis_root),
     )
     args.json.parent.mkdir(parents=True, exist_ok=True)
-    args.json.write_text(json.dumps(output, indent=2))
+    args.json.write_text(json.dumps(output, indent=2, allow_nan=False))
     mean = output["mean"]
     print("mean " + " ".join(f"{k}={v:.3f}" for k, v in mean.items()) + f"; results in {args.json}")
     return 0
 
 
+# ----------------------------------------------------------------------------- train
+
+def _train_split(args) -> tuple[list[str], list[str]]:
+    from .training.data import default_split
+
+    names = _known_sequences(args.davis_root, _names(args.sequences, "--sequences"))
+    val = _names(args.val_sequences, "--val-sequences")
+    if val is None:
+        return default_split(names, n_val=args.n_val)
+    outside = [n for n in val if n not in names]
+    if outside:
+        raise BadInputError(f"--val-sequences {', '.join(outside)} are not among the sequences {names}")
+    train_names = [n for n in names if n not in val]
+    if not train_names:
+        raise BadInputError("no training sequences left after holding out the validation ones")
+    return train_names, val
+
+
+def cmd_train(args, argv: list[str]) -> int:
+    from .training import TrainConfig, load_davis_clips, train
+    from .training.config import PRETRAINED_ARCHS
+
+    output_file(args.out, "--out")
+    if args.history is not None:
+        output_file(args.history, "--history")
+    train_names, val = _train_split(args)
+    arch_options = {
+        k: v for k, v in (("dim", args.dim), ("stride", args.stride), ("colour_weight", args.colour_weight))
+        if v is not None
+    }
+    weights = None if str(args.weights).lower() == "none" or args.arch not in PRETRAINED_ARCHS else args.weights
+    config = TrainConfig(
+        arch=args.arch, arch_options=arch_options, weights=weights, freeze_backbone=not args.train_backbone,
+        steps=args.steps, batch_pairs=args.batch_pairs, crop=args.crop, loss=args.loss, lr=args.lr,
+        hard_fraction=args.hard_fraction, seed=args.seed, val_every=args.val_every,
+        val_max_frames=args.val_max_frames, val_scale=args.val_scale, device=args.device,
+    )
+    command = "python -m simwidgets " + " ".join(shlex.quote(a) for a in argv)
+    print(f"training {config.arch} on {len(train_names)} sequences, validating on {val}", flush=True)
+    result = train(
+        load_davis_clips(args.davis_root, train_names), load_davis_clips(args.davis_root, val), config,
+        out=args.out, progress=not args.no_progress, command=command, log=lambda line: print(line, flush=True),
+    )
+    if args.history:
+        args.history.parent.mkdir(parents=True, exist_ok=True)
+        args.history.write_text(json.dumps({"history": result.history, "validation": result.validation}, indent=1))
+    print(f"done: best validation J&F {result.best_score:.4f} at step {result.best_step}; saved {args.out}", flush=True)
+    return 0
+
+
+# ----------------------------------------------------------------------------- entry point
+
 def main(argv=None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
     parser = build_parser()
     args = parser.parse_args(argv)
-    if getattr(args, "precision", None):
-        from .device import PRECISION_ENV_VAR
-
-        os.environ[PRECISION_ENV_VAR] = args.precision
     try:
+        if getattr(args, "precision", None):
+            from .device import PRECISION_ENV_VAR
+
+            os.environ[PRECISION_ENV_VAR] = args.precision
         if args.command == "propagate":
             return cmd_propagate(args)
         if args.command == "evaluate":
             return cmd_evaluate(args)
-        if args.command == "train":
-            from .training import run_train
-
-            run_train(args)
-            return 0
+        return cmd_train(args, argv)
     except BadInputError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
-    parser.error(f"unknown command {args.command!r}")
-    return 2
+    except OSError as error:  # a disk full, a permission denied while writing...
+        where = f" ({error.filename})" if getattr(error, "filename", None) else ""
+        print(f"error: {error.strerror or error}{where}", file=sys.stderr)
+        return 2

@@ -31,8 +31,8 @@ from typing import Callable, Iterable, Mapping
 
 import numpy as np
 
+from . import checks
 from .errors import BadInputError
-from .palette import MAX_OBJECTS
 from .scribbles import UNKNOWN, Scribbles, Stroke, rasterize_strokes
 from .transfer import LabelTransfer, PropagationResult, TransferConfig
 
@@ -75,14 +75,7 @@ def _as_video(frames):
     name = ""
     if hasattr(frames, "frames") and hasattr(frames, "name"):  # VideoSequence
         frames, name = frames.frames, frames.name
-    shape = tuple(getattr(frames, "shape", np.shape(frames)))
-    if len(shape) != 4 or shape[3] != 3:
-        raise BadInputError(f"frames must have shape (T, H, W, 3); got {shape}")
-    if isinstance(frames, np.ndarray) and frames.dtype != np.uint8:
-        raise BadInputError(f"frames must be uint8 RGB (0..255); got dtype {frames.dtype}")
-    if not isinstance(frames, np.ndarray) and not hasattr(frames, "__getitem__"):
-        frames = np.asarray(frames)
-    return frames, name
+    return checks.video_frames(frames), name
 
 
 class InteractiveSession:
@@ -175,21 +168,11 @@ class InteractiveSession:
 
     # ------------------------------------------------------------------ inputs
     def _check_frame(self, frame_idx) -> int:
-        if isinstance(frame_idx, bool) or not isinstance(frame_idx, (int, np.integer)):
-            raise BadInputError(f"frame_idx must be an integer; got {frame_idx!r}")
-        if not 0 <= frame_idx < self.n_frames:
-            raise BadInputError(f"frame_idx {frame_idx} is outside the video (0..{self.n_frames - 1})")
-        return int(frame_idx)
+        return checks.frame_index(frame_idx, self.n_frames)
 
     @staticmethod
     def _check_object(object_id, where: str) -> int:
-        if isinstance(object_id, bool) or not isinstance(object_id, (int, np.integer)):
-            raise BadInputError(f"{where}: object_id must be an integer; got {object_id!r}")
-        if not 0 <= object_id <= MAX_OBJECTS:
-            raise BadInputError(
-                f"{where}: object id {object_id} is outside the palette (0..{MAX_OBJECTS}; 0 = background)"
-            )
-        return int(object_id)
+        return checks.object_id(object_id, f"{where}: object id")
 
     def _as_strokes(self, scribbles) -> list[tuple[int, Stroke]]:
         """Every accepted input form as ``[(frame_idx, Stroke), ...]``, fully checked."""
@@ -295,19 +278,7 @@ class InteractiveSession:
         on the same frame are drawn over it.  Replaces an earlier mask of that frame.
         """
         frame_idx = self._check_frame(frame_idx)
-        mask = np.asarray(mask)
-        if mask.shape != (self.height, self.width):
-            raise BadInputError(
-                f"mask for frame {frame_idx} has shape {mask.shape}; the frames are {(self.height, self.width)}"
-            )
-        if not (np.issubdtype(mask.dtype, np.integer) or mask.dtype == bool):
-            raise BadInputError(f"mask for frame {frame_idx} must hold integer object ids; got {mask.dtype}")
-        mask = mask.astype(np.int64)
-        if mask.size and (mask.min() < UNKNOWN or mask.max() > MAX_OBJECTS):
-            raise BadInputError(
-                f"mask for frame {frame_idx} holds ids {int(mask.min())}..{int(mask.max())}; "
-                f"allowed: -1 (unknown) and 0..{MAX_OBJECTS} (the palette)"
-            )
+        mask = checks.label_map(mask, (self.height, self.width), f"mask for frame {frame_idx}").astype(np.int64)
         self._masks[frame_idx] = mask
         self._raster.pop(frame_idx, None)
         self._pending_frames.add(frame_idx)

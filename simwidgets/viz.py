@@ -741,7 +741,7 @@ def show_provenance(frames, provenance, title: str | None = None, width: float =
     Parameters
     ----------
     frames : the video ``(T, H, W, 3)`` (array or LazyFrames)
-    provenance : a :class:`simwidgets.explorer.Provenance` (duck-typed: ``frame_idx``,
+    provenance : a :class:`simwidgets.apps.explorer.Provenance` (duck-typed: ``frame_idx``,
         ``point``, ``ref_frames``, ``ref_points``, ``ref_objects``, ``weights``,
         ``object_ids``, ``votes``)
     title : figure title (e.g. the model's name)

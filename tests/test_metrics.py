@@ -7,7 +7,7 @@ import pytest
 from scipy import ndimage
 
 from simwidgets.errors import BadInputError
-from simwidgets.metrics import (
+from simwidgets.evaluation.metrics import (
     MaskScores,
     auc,
     boundary_map,
@@ -70,7 +70,7 @@ def real():
 
 @pytest.fixture(scope="module")
 def di():
-    from simwidgets.davis_compat import import_davisinteractive
+    from simwidgets.evaluation.davis_compat import import_davisinteractive
 
     try:
         return import_davisinteractive()

@@ -236,3 +236,56 @@ def test_bfloat16_embedding_is_close_to_float32_and_baseline_stays_exact():
     assert not torch.equal(exact, reduced)  # it did run in bfloat16
     baseline = load_model("baseline")
     assert torch.equal(baseline.embed(frames, precision="bf16"), baseline.embed(frames, precision="fp32"))
+
+
+# ----------------------------------------------------------------------------- registry and default
+
+@pytest.mark.parametrize("source", ["baseline", "untrained", "effnet-lite0", "mobilenetv2"])
+def test_checkpoint_of_any_architecture_loads_in_a_fresh_process(source, tmp_path):
+    """The registry is complete in a new interpreter that imports nothing but load_model:
+    it once knew only the architectures whose modules something else had imported."""
+    import subprocess
+    import sys
+
+    model = load_model(source) if source in ("baseline", "untrained") else build_model(source, weights=None)
+    path = save_checkpoint(model, tmp_path / "m.pt")
+    code = (
+        "import sys; from simwidgets.models import load_model; "
+        f"m = load_model({str(path)!r}); print(m.arch)"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == model.arch
+
+
+def test_default_model_never_silently_becomes_another(monkeypatch, tmp_path):
+    from simwidgets.models import checkpoint
+
+    assert load_model("default").arch != "baseline-colour-position"  # the shipped file is there
+    monkeypatch.setattr(checkpoint, "DEFAULT_MODEL_FILE", tmp_path / "gone" / "default.pt")
+    with pytest.raises(BadInputError, match=r"shipped default model is missing .*gone/default\.pt"):
+        load_model("default")
+
+
+def test_checkpoint_with_nan_weights_is_refused(model, tmp_path):
+    broken = SmallFCN(dim=16, stride=8, coord_weight=0.5, width=16)
+    with torch.no_grad():
+        for p in broken.parameters():
+            p.fill_(float("nan"))
+    path = save_checkpoint(broken, tmp_path / "nan.pt")
+    with pytest.raises(BadInputError, match=r"NaN or infinite weights in \d+ tensor\(s\).*training diverged"):
+        load_model(path)
+
+
+def test_folder_given_as_checkpoint_is_named_a_folder(tmp_path):
+    with pytest.raises(BadInputError, match=r"is a folder; a checkpoint is a \.pt file"):
+        load_model(tmp_path)
+
+
+def test_unreadable_checkpoint_says_permission_denied(saved, monkeypatch):
+    def denied(*args, **kwargs):
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr(torch, "load", denied)
+    with pytest.raises(BadInputError, match="permission denied"):
+        load_model(saved)

@@ -13,10 +13,10 @@ import numpy as np
 import pytest
 
 from simwidgets.cli import main as cli_main
-from simwidgets.davis_compat import import_davisinteractive
+from simwidgets.evaluation.davis_compat import import_davisinteractive
 from simwidgets.errors import BadInputError
-from simwidgets.metrics import auc, evaluate_masks, metric_at
-from simwidgets.protocol import evaluate_interactive
+from simwidgets.evaluation.metrics import auc, evaluate_masks, metric_at
+from simwidgets.evaluation.interactive import evaluate_interactive
 from simwidgets.video import load_davis_sequence, load_sample, read_mask
 
 from test_session import shrink_clip  # noqa: E402  (same tests folder)

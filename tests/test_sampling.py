@@ -5,7 +5,7 @@ import torch
 from hypothesis import given, settings, strategies as st
 
 from simwidgets.errors import BadInputError
-from simwidgets.sampling import (
+from simwidgets.training.sampling import (
     UNKNOWN,
     boundary_band,
     gather_cells,

@@ -8,7 +8,7 @@ import pytest
 from PIL import Image
 
 from simwidgets.errors import BadInputError
-from simwidgets.metrics import evaluate_masks
+from simwidgets.evaluation.metrics import evaluate_masks
 from simwidgets.scribbles import Scribbles, Stroke
 from simwidgets.session import InteractiveSession, RoundRecord
 from simwidgets.transfer import TransferConfig

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from simwidgets.errors import BadInputError
-from simwidgets.losses import make_loss
+from simwidgets.training.losses import make_loss
 from simwidgets.models import build_model, load_model
 from simwidgets.training import (
     SHIPPED_SAMPLES,
@@ -15,11 +15,11 @@ from simwidgets.training import (
     VideoClip,
     batch_loss,
     default_split,
-    evaluate_semi_supervised,
     load_davis_clips,
     train,
-    train_main,
 )
+from simwidgets.cli import main as cli_main
+from simwidgets.evaluation import evaluate_semi_supervised
 from simwidgets.video import synthetic_video
 
 DAVIS2016 = [
@@ -193,9 +193,10 @@ def test_validation_picks_the_best_checkpoint(tmp_path):
     assert saved.training_record["best_step"] == result.best_step
     assert saved.training_record["val_sequences"] == ["synthetic-4"]
     # the returned and saved models are the best one, which scores what was recorded
-    again = evaluate_semi_supervised(saved, clips[4:])
-    assert again["J&F"] == pytest.approx(result.best_score, abs=1e-3)
-    assert again["seconds_per_frame"] > 0 and again["n_frames"] == 8
+    again = evaluate_semi_supervised(clips[4:], saved)
+    assert again["mean"]["J&F"] == pytest.approx(result.best_score, abs=1e-3)
+    row = again["sequences"]["synthetic-4"]
+    assert row["seconds_per_frame"] > 0 and row["n_frames"] == 8
 
 
 def test_train_config_rejects_bad_values():
@@ -215,7 +216,7 @@ def test_cli_trains_on_a_davis_folder(tmp_path, write_davis, capsys):
         video = synthetic_video(n_frames=5, n_objects=1, height=48, width=64, seed=seed)
         write_davis(root, name, video.frames, video.masks)
     out = tmp_path / "cli.pt"
-    status = train_main(["--davis-root", str(root), "--out", str(out), "--arch", "fcn-small", "--dim", "8",
+    status = cli_main(["train", "--davis-root", str(root), "--out", str(out), "--arch", "fcn-small", "--dim", "8",
                          "--steps", "3", "--crop", "32", "--batch-pairs", "1", "--n-val", "1",
                          "--val-every", "0", "--no-progress", "--history", str(tmp_path / "h.json")])
     assert status == 0
@@ -224,14 +225,14 @@ def test_cli_trains_on_a_davis_folder(tmp_path, write_davis, capsys):
     assert len(record["train_sequences"]) == 2 and len(record["val_sequences"]) == 1
     assert len(json.loads((tmp_path / "h.json").read_text())["history"]) == 3
     assert "validating on" in capsys.readouterr().out
-    status = train_main(["--davis-root", str(root), "--out", str(out), "--val-sequences", "zz", "--steps", "1"])
+    status = cli_main(["train", "--davis-root", str(root), "--out", str(out), "--val-sequences", "zz", "--steps", "1"])
     assert status == 2
-    assert "validation sequences ['zz']" in capsys.readouterr().err
+    assert "--val-sequences zz are not among the sequences" in capsys.readouterr().err
 
 
 def _separation(model, frames, masks):
     """Mean same-label minus different-label cosine over all cells of each frame's grid."""
-    from simwidgets.sampling import labels_to_grid
+    from simwidgets.training.sampling import labels_to_grid
 
     emb = model.embed(frames, device="cpu")
     gaps = []

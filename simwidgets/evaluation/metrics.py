@@ -36,7 +36,7 @@ from typing import Iterable
 import numpy as np
 from scipy.spatial import cKDTree
 
-from .errors import BadInputError
+from ..errors import BadInputError
 
 __all__ = [
     "jaccard",

@@ -1,7 +1,7 @@
 """Similarity losses on sampled pixel embeddings.
 
 Every loss here sees the same thing: ``N`` triplets of unit-length embeddings
-(anchor, positive, negative) from :func:`simwidgets.sampling.sample_triplets`, where the
+(anchor, positive, negative) from :func:`simwidgets.training.sampling.sample_triplets`, where the
 positive shares the anchor's label and the negative does not.  They differ in what they
 ask of the cosine similarities ``s+ = cos(anchor, positive)`` and ``s- = cos(anchor, negative)``:
 
@@ -36,7 +36,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .errors import BadInputError
+from ..errors import BadInputError
 
 __all__ = [
     "SimilarityLoss",

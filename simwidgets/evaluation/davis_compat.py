@@ -82,7 +82,7 @@ from typing import Iterable, Iterator, Mapping, Sequence
 import numpy as np
 from PIL import Image
 
-from .errors import BadInputError
+from ..errors import BadInputError
 
 __all__ = [
     "import_davisinteractive",
@@ -190,7 +190,7 @@ def _fix_downloads(davis_module: ModuleType) -> None:
                     f"DAVIS root {self.davis_root} lacks {len(missing)} file(s) for sequence "
                     f"{seq!r}, e.g. {missing[0]}; davisinteractive would try to download the "
                     "whole DAVIS 2017 archive, simwidgets works offline instead: use "
-                    "simwidgets.davis_compat.offline_davis() with the local sequences"
+                    "simwidgets.evaluation.davis_compat.offline_davis() with the local sequences"
                 )
         return True
 
@@ -397,8 +397,8 @@ def stage_davis_root(
     -------
     ``{sequence: {new_index: original_stem}}``, e.g. ``{"tennis": {1: "003"}}``.
     """
-    from .palette import save_indexed_png
-    from .video import load_davis_sequence
+    from ..export import write_masks
+    from ..video import load_davis_sequence
 
     src_root, dst_root = Path(src_root), Path(dst_root)
     sequences = list(sequences)
@@ -439,8 +439,7 @@ def stage_davis_root(
         except OSError:
             shutil.copytree(src_images, img_dir)
 
-        for frame_idx, mask in enumerate(video.masks):
-            save_indexed_png(mask, ann_dir / f"{frame_idx:05d}.png")
+        write_masks(video.masks, ann_dir)
         mapping[seq] = {}
         for index, stem in enumerate(chosen, start=1):
             shutil.copyfile(src_scribbles / f"{stem}.json", scr_dir / f"{index:03d}.json")

@@ -34,7 +34,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .errors import BadInputError
+from ..checks import UNKNOWN
+from ..errors import BadInputError
 
 __all__ = [
     "UNKNOWN",
@@ -47,8 +48,6 @@ __all__ = [
     "gather_cells",
 ]
 
-#: label of unknown pixels (same value as :data:`simwidgets.scribbles.UNKNOWN`)
-UNKNOWN = -1
 
 
 def _as_label_tensor(labels, name: str) -> torch.Tensor:

@@ -38,13 +38,13 @@ import torch
 from ipycanvas import Canvas, MultiCanvas, hold_canvas
 from PIL import Image
 
-from . import viz
-from .errors import BadInputError
-from .scribbles import Scribbles
-from .session import InteractiveSession
-from .transfer import LabelTransfer, References
-from .widgets.canvas import as_frames
-from .widgets.coords import canvas_size_for, canvas_to_image_coordinates
+from .. import viz
+from ..errors import BadInputError
+from ..scribbles import Scribbles
+from ..session import InteractiveSession
+from ..transfer import LabelTransfer, References
+from ..widgets.canvas import as_frames
+from ..widgets.coords import canvas_size_for, canvas_to_image_coordinates
 
 __all__ = ["EmbeddingProbe", "Provenance", "ExplorerResult", "SimilarityExplorer", "SCALES"]
 

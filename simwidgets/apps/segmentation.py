@@ -2,7 +2,7 @@
 
 ::
 
-    from simwidgets.app import SegmentationApp
+    from simwidgets.apps.segmentation import SegmentationApp
     app = SegmentationApp(sw.load_sample("bear"), model="default")
     app            # paint, press Propagate, click the strip, correct, export
 
@@ -30,71 +30,22 @@ for the next round.  This module imports torch (through the session); the
 from __future__ import annotations
 
 import html
-import time
 from pathlib import Path
 
 import ipywidgets as widgets
 import numpy as np
 import traitlets
 from ipycanvas import Canvas, hold_canvas
-from PIL import Image
 
-from .errors import BadInputError
-from .palette import save_indexed_png
-from .session import InteractiveSession
-from .viz import overlay
-from .widgets import ScribbleWidget
+from ..errors import BadInputError
+from ..export import overlay_animation, write_masks
+from ..session import InteractiveSession
+from ..widgets import ScribbleWidget
 
-__all__ = ["SegmentationApp", "overlay_animation", "export_masks"]
+__all__ = ["SegmentationApp"]
 
 STRIP_HEIGHT = 30
 _MARK = 4  # rows of the strip used for the "has strokes" mark
-
-
-def export_masks(masks, folder) -> list[Path]:
-    """Write ``(T, H, W)`` masks as DAVIS palette PNGs ``folder/%05d.png``; returns the paths."""
-    masks = np.asarray(masks)
-    if masks.ndim != 3:
-        raise BadInputError(f"masks must be (T, H, W); got shape {masks.shape}")
-    folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
-    paths = []
-    for frame_idx, mask in enumerate(masks):
-        path = folder / f"{frame_idx:05d}.png"
-        save_indexed_png(mask, path)
-        paths.append(path)
-    return paths
-
-
-def overlay_animation(frames, masks, path, fps: float = 10.0, width: int | None = 480, opacity: float = 0.5) -> Path:
-    """An animated GIF of the masks blended over the frames (DAVIS colours).
-
-    Parameters
-    ----------
-    frames : ``(T, H, W, 3)`` uint8 (array or LazyFrames)
-    masks : ``(T, H, W)`` object ids
-    path : output file (``.gif``)
-    fps : frames per second
-    width : width of the animation in pixels (height follows); None keeps the video's
-    opacity : of the object colours
-    """
-    masks = np.asarray(masks)
-    if len(frames) != len(masks):
-        raise BadInputError(f"{len(frames)} frames but {len(masks)} masks")
-    if not fps > 0:
-        raise BadInputError(f"fps must be positive; got {fps}")
-    path = Path(path)
-    if path.suffix.lower() != ".gif":
-        raise BadInputError(f"the animation is written as a GIF: give a .gif path; got {path.name}")
-    images = []
-    for frame_idx in range(len(masks)):
-        image = Image.fromarray(overlay(np.asarray(frames[frame_idx]), masks[frame_idx], opacity))
-        if width is not None and image.width != width:
-            image = image.resize((int(width), max(1, round(image.height * width / image.width))), Image.BILINEAR)
-        images.append(image)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    images[0].save(path, save_all=True, append_images=images[1:], duration=int(round(1000 / fps)), loop=0)
-    return path
 
 
 def _strip_colour(value: float) -> tuple[int, int, int]:
@@ -323,7 +274,7 @@ class SegmentationApp(widgets.VBox):
         """Write the last masks as DAVIS palette PNGs ``folder/%05d.png``."""
         if self.session.result is None:
             raise BadInputError("nothing to export yet: press Propagate first")
-        paths = export_masks(self.session.result.masks, folder)
+        paths = write_masks(self.session.result.masks, folder)
         self._say(f"wrote {len(paths)} masks to <code>{html.escape(str(folder))}</code>")
         return paths
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from .models import EmbeddingModel, register_arch
+from .base import EmbeddingModel, register_arch
 
 __all__ = ["ColourPositionEmbedding", "rgb_to_lab"]
 

@@ -3,7 +3,7 @@
 The protocol of the DAVIS 2018 interactive challenge (Caelles et al., arXiv:1803.00557),
 run with the benchmark's own code (``davisinteractive``: its session, evaluation service
 and scribble robot, in-process with ``host='localhost'``, made to work offline and
-deterministic by :mod:`simwidgets.davis_compat`).  For every sequence:
+deterministic by :mod:`simwidgets.evaluation.davis_compat`).  For every sequence:
 
 1. the method gets a first scribble: the official human one where the root has one
    (``Scribbles/<seq>/*.json``; the first by name unless ``scribble`` says otherwise),
@@ -29,7 +29,7 @@ folded into object 1, which is what the mask calls them.
 
 Typical use::
 
-    from simwidgets.protocol import evaluate_interactive
+    from simwidgets.evaluation.interactive import evaluate_interactive
     results = evaluate_interactive("data/davis", ["bear", "tennis"], model="default")
     results["mean"]            # {"AUC": ..., "J&F@60s": ..., "J&F": ..., ...}
     results["sequences"]["bear"]["interactions"]   # the per-interaction curve
@@ -38,13 +38,12 @@ from __future__ import annotations
 
 import json
 import tempfile
-import time
 from pathlib import Path
 from typing import Callable, Mapping, Sequence
 
 import numpy as np
 
-from .errors import BadInputError
+from ..errors import BadInputError
 
 __all__ = ["evaluate_interactive", "CHALLENGE_SECONDS_PER_INTERACTION", "MAX_INTERACTIONS"]
 
@@ -81,9 +80,9 @@ def _fold_object_ids(scribble: dict, n_objects: int) -> tuple[dict, bool]:
 
 def _stage(davis_root: Path, stage: Path, name: str, choice: str | None, di) -> dict:
     """Stage one sequence for davisinteractive; returns how its first scribble was made."""
+    from ..export import write_masks
     from .davis_compat import stage_davis_root
-    from .palette import save_indexed_png
-    from .video import load_davis_sequence
+    from ..video import load_davis_sequence
 
     video = load_davis_sequence(davis_root, name, lazy=True)
     if video.masks is None:
@@ -103,10 +102,7 @@ def _stage(davis_root: Path, stage: Path, name: str, choice: str | None, di) -> 
             scribble_file.write_text(json.dumps(data))
         return {"start": "human", "scribble": stem, "ids_folded": folded, "n_objects": n_objects,
                 "n_frames": video.n_frames}
-    ann_dir = stage / "Annotations" / "480p" / name
-    ann_dir.mkdir(parents=True, exist_ok=True)
-    for frame_idx, mask in enumerate(video.masks):
-        save_indexed_png(mask, ann_dir / f"{frame_idx:05d}.png")
+    write_masks(video.masks, stage / "Annotations" / "480p" / name)
     first = _robot(di).interact(name, np.zeros_like(video.masks), video.masks, nb_objects=n_objects)
     scribble_file.parent.mkdir(parents=True, exist_ok=True)
     scribble_file.write_text(json.dumps(first))
@@ -206,11 +202,11 @@ def evaluate_interactive(
     ``seconds_per_frame`` (all floats).
     """
     from .davis_compat import import_davisinteractive, offline_davis
-    from .models import load_model
-    from .palette import save_indexed_png
-    from .scribbles import Scribbles
-    from .session import InteractiveSession
-    from .video import list_sequences, load_davis_sequence
+    from ..models import load_model
+    from ..export import write_masks
+    from ..scribbles import Scribbles
+    from ..session import InteractiveSession
+    from ..video import list_sequences, load_davis_sequence
 
     di = import_davisinteractive()
     davis_root = Path(davis_root)
@@ -239,10 +235,7 @@ def evaluate_interactive(
     if adapt is not None:
         if not isinstance(adapt, Mapping):
             raise BadInputError(f"adapt must be None or a dict of adapt_to_references options; got {adapt!r}")
-        try:
-            from .training import adapt_to_references
-        except ImportError:
-            raise BadInputError("test-time adaptation needs simwidgets.training.adapt_to_references") from None
+        from ..training.adapt import adapt_to_references
 
     owned = tempfile.TemporaryDirectory(prefix="simwidgets-davis-") if work_dir is None else None
     work = Path(owned.name if owned else work_dir)
@@ -264,10 +257,7 @@ def evaluate_interactive(
                     session = run.pop("session")
                     run["frames"] = [record.frames for record in session.history]
                     if save_masks is not None and session.result is not None:
-                        folder = Path(save_masks) / name
-                        folder.mkdir(parents=True, exist_ok=True)
-                        for frame_idx, mask in enumerate(session.result.masks):
-                            save_indexed_png(mask, folder / f"{frame_idx:05d}.png")
+                        write_masks(session.result.masks, Path(save_masks) / name)
                     rows[name] = _sequence_row(name, run, davis.get_report(), davis.connector.service,
                                                starts[name], keep_scribbles)
                     if progress is not None:
@@ -325,7 +315,7 @@ def evaluate_interactive(
 
 def _precision_name(model, device) -> str:
     """What the model's network ran in (hand-made features always run in float32)."""
-    from .device import autocast_dtype, pick_device, precision_name
+    from ..device import autocast_dtype, pick_device, precision_name
 
     return precision_name(autocast_dtype(pick_device(device)) if getattr(model, "reduced_precision", False) else None)
 

@@ -1,0 +1,249 @@
+"""Training data: videos with a mask on every frame, the train/validation split, and
+augmented pairs of frames.
+
+A training step needs two frames of one video, a few frames apart, cropped to the same
+window (random scale, flip, independent colour jitter): the network must recognise an
+object through motion, deformation and lighting changes.  Clips are read frame by frame
+so that twenty full-resolution videos never sit in memory at once.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Sequence
+
+import numpy as np
+import torch
+from PIL import Image
+
+from ..errors import BadInputError
+from ..video import list_sequences, read_image, read_mask
+from .sampling import UNKNOWN
+
+__all__ = ["VideoClip", "PairBatch", "PairSampler", "default_split", "load_davis_clips", "SHIPPED_SAMPLES"]
+
+#: sequences shipped in data/davis; the default split holds them out of training so that
+#: every demo and notebook in the repository runs on videos the model never saw
+SHIPPED_SAMPLES = ("bear", "dog-agility", "tennis")
+
+
+class VideoClip:
+    """A video with a mask on every frame, read frame by frame.
+
+    Either in memory (:meth:`from_sequence`, e.g. a synthetic video) or as file paths in
+    a DAVIS folder (:meth:`from_davis`), decoded on demand so that twenty full-resolution
+    videos never sit in memory at once.  Masks come back as ``(H, W)`` int64 ids
+    (binary 0/255 annotations become 0/1).
+    """
+
+    def __init__(self, name: str, n_frames: int, frame: Callable[[int], np.ndarray], mask: Callable[[int], np.ndarray]):
+        if n_frames < 2:
+            raise BadInputError(f"clip {name!r} has {n_frames} frame(s); training pairs need at least 2")
+        self.name = name
+        self.n_frames = int(n_frames)
+        self._frame = frame
+        self._mask = mask
+
+    def frame(self, frame_idx: int) -> np.ndarray:
+        return self._frame(frame_idx)
+
+    def mask(self, frame_idx: int) -> np.ndarray:
+        return self._mask(frame_idx)
+
+    def __repr__(self) -> str:
+        return f"VideoClip({self.name!r}, {self.n_frames} frames)"
+
+    @classmethod
+    def from_sequence(cls, sequence) -> "VideoClip":
+        """From a :class:`simwidgets.video.VideoSequence` that has masks."""
+        if sequence.masks is None:
+            raise BadInputError(f"sequence {sequence.name!r} has no masks; training needs a mask on every frame")
+        frames, masks = sequence.frames, sequence.masks
+        return cls(sequence.name, sequence.n_frames, lambda t: np.asarray(frames[t]), lambda t: np.asarray(masks[t], dtype=np.int64))
+
+    @classmethod
+    def from_davis(cls, root: str | Path, name: str, resolution: str = "480p") -> "VideoClip":
+        """From a DAVIS-layout folder: every frame of ``name`` must have an annotation."""
+        root = Path(root)
+        frame_dir = root / "JPEGImages" / resolution / name
+        mask_dir = root / "Annotations" / resolution / name
+        if not frame_dir.is_dir():
+            known = ", ".join(list_sequences(root, resolution)) or "none"
+            raise BadInputError(f"unknown sequence {name!r} in {root} (known: {known})")
+        frames = sorted(p for p in frame_dir.iterdir() if p.suffix.lower() in (".jpg", ".jpeg", ".png"))
+        masks = sorted(mask_dir.glob("*.png")) if mask_dir.is_dir() else []
+        if len(masks) != len(frames):
+            raise BadInputError(
+                f"sequence {name!r}: training needs a mask for every frame; found {len(frames)} frames and "
+                f"{len(masks)} masks in {mask_dir}"
+            )
+
+        def mask(t):
+            values = read_mask(masks[t]).astype(np.int64)
+            if values.max() == 255 and set(np.unique(values).tolist()) <= {0, 255}:
+                values = (values > 0).astype(np.int64)
+            return values
+
+        return cls(name, len(frames), lambda t: read_image(frames[t]), mask)
+
+    def materialise(self, max_frames: int | None = None, scale: float = 1.0) -> tuple[np.ndarray, np.ndarray]:
+        """All (or the first ``max_frames``) frames and masks as arrays, optionally resized.
+
+        Returns ``frames (T, H, W, 3)`` uint8 and ``masks (T, H, W)`` uint8 ids.
+        """
+        n = self.n_frames if max_frames is None else min(self.n_frames, max_frames)
+        frames, masks = [], []
+        for t in range(n):
+            frame, mask = self.frame(t), self.mask(t)
+            if scale != 1.0:
+                size = (max(1, round(frame.shape[1] * scale)), max(1, round(frame.shape[0] * scale)))
+                frame = np.asarray(Image.fromarray(frame).resize(size, Image.BILINEAR))
+                mask = np.asarray(Image.fromarray(mask.astype(np.uint8)).resize(size, Image.NEAREST))
+            frames.append(frame)
+            masks.append(mask.astype(np.uint8))
+        return np.stack(frames), np.stack(masks)
+
+
+def load_davis_clips(root: str | Path, names: Sequence[str]) -> list[VideoClip]:
+    """:meth:`VideoClip.from_davis` for several sequences."""
+    return [VideoClip.from_davis(root, name) for name in names]
+
+
+def default_split(names: Sequence[str], n_val: int = 4, seed: int = 0) -> tuple[list[str], list[str]]:
+    """Fixed train/validation split of sequence names.
+
+    Validation takes the shipped samples (:data:`SHIPPED_SAMPLES`) that are present, then
+    fills up to ``n_val`` with names drawn from the sorted rest by ``seed``.  Returns
+    ``(train, val)``, both sorted.
+    """
+    names = sorted(set(names))
+    if len(names) < 2:
+        raise BadInputError(f"need at least 2 sequences to split into training and validation; got {names}")
+    n_val = max(0, min(n_val, len(names) - 1))
+    val = [n for n in SHIPPED_SAMPLES if n in names][:n_val]
+    rest = [n for n in names if n not in val]
+    extra = n_val - len(val)
+    if extra > 0:
+        picks = np.random.default_rng(seed).permutation(len(rest))[:extra]
+        val += [rest[i] for i in sorted(picks)]
+    train = [n for n in names if n not in val]
+    return train, sorted(val)
+
+
+@dataclass
+class PairBatch:
+    """A batch of frame pairs: images ``(2B, 3, S, S)`` in [0, 1] and labels ``(2B, S, S)``.
+
+    Rows ``2i`` and ``2i+1`` are the reference and target of pair ``i``; label ``-1``
+    marks padding outside the frame.
+    """
+
+    images: torch.Tensor
+    labels: torch.Tensor
+    names: list[str]
+
+
+class PairSampler:
+    """Draws augmented pairs of frames from clips (seeded, reproducible).
+
+    Parameters
+    ----------
+    clips : training videos
+    crop : square crop side; frames smaller than the crop are padded (label -1)
+    scale_range : random rescaling of the frame before cropping
+    max_gap : largest distance between the two frames of a pair
+    seed : seed of every random choice
+    jitter : colour-jitter strength (0 disables it)
+    """
+
+    def __init__(
+        self,
+        clips: Sequence[VideoClip],
+        crop: int = 256,
+        scale_range: tuple[float, float] = (0.5, 1.0),
+        max_gap: int = 15,
+        seed: int = 0,
+        jitter: float = 0.2,
+    ):
+        if not clips:
+            raise BadInputError("no training clips given")
+        self.clips = list(clips)
+        self.crop = int(crop)
+        self.scale_range = scale_range
+        self.max_gap = int(max_gap)
+        self.jitter = float(jitter)
+        self.rng = np.random.default_rng(seed)
+
+    def _resized(self, clip: VideoClip, frame_idx: int, scale: float) -> tuple[np.ndarray, np.ndarray]:
+        frame, mask = clip.frame(frame_idx), clip.mask(frame_idx)
+        if scale != 1.0:
+            size = (max(1, round(frame.shape[1] * scale)), max(1, round(frame.shape[0] * scale)))
+            frame = np.asarray(Image.fromarray(frame).resize(size, Image.BILINEAR))
+            mask = np.asarray(Image.fromarray(mask.astype(np.int32)).resize(size, Image.NEAREST)).astype(np.int64)
+        return frame, mask
+
+    def _window(self, mask: np.ndarray) -> tuple[int, int]:
+        """Top-left corner of a crop, centred near a random object pixel 80% of the time."""
+        h, w = mask.shape
+        c = self.crop
+        objects = np.flatnonzero(mask > 0)
+        if objects.size and self.rng.random() < 0.8:
+            k = objects[self.rng.integers(objects.size)]
+            cy, cx = divmod(int(k), w)
+            cy += int(self.rng.integers(-c // 3, c // 3 + 1))
+            cx += int(self.rng.integers(-c // 3, c // 3 + 1))
+        else:
+            cy, cx = int(self.rng.integers(h)), int(self.rng.integers(w))
+        top = int(np.clip(cy - c // 2, 0, max(h - c, 0)))
+        left = int(np.clip(cx - c // 2, 0, max(w - c, 0)))
+        return top, left
+
+    def _cut(self, frame, mask, top, left):
+        c = self.crop
+        image = np.zeros((c, c, 3), dtype=np.uint8)
+        labels = np.full((c, c), UNKNOWN, dtype=np.int64)
+        part_f = frame[top : top + c, left : left + c]
+        part_m = mask[top : top + c, left : left + c]
+        image[: part_f.shape[0], : part_f.shape[1]] = part_f
+        labels[: part_m.shape[0], : part_m.shape[1]] = part_m
+        return image, labels
+
+    def _colour_jitter(self, x: torch.Tensor) -> torch.Tensor:
+        """Brightness, contrast, saturation and per-channel gain, on ``(3, S, S)`` in [0, 1]."""
+        if self.jitter <= 0:
+            return x
+        j = self.jitter
+        u = lambda: float(self.rng.uniform(1 - j, 1 + j))  # noqa: E731
+        x = x * u()
+        mean = x.mean()
+        x = (x - mean) * u() + mean
+        grey = x.mean(0, keepdim=True)
+        x = (x - grey) * u() + grey
+        gains = torch.tensor(self.rng.uniform(1 - j / 2, 1 + j / 2, size=3), dtype=x.dtype).view(3, 1, 1)
+        return (x * gains).clamp(0, 1)
+
+    def sample(self, batch_pairs: int) -> PairBatch:
+        images, labels, names = [], [], []
+        for _ in range(batch_pairs):
+            clip = self.clips[int(self.rng.integers(len(self.clips)))]
+            t_a = int(self.rng.integers(clip.n_frames))
+            gap = int(self.rng.integers(-self.max_gap, self.max_gap + 1)) if self.max_gap else 0
+            t_b = int(np.clip(t_a + gap, 0, clip.n_frames - 1))
+            scale = float(self.rng.uniform(*self.scale_range))
+            flip = bool(self.rng.random() < 0.5)
+            frame_a, mask_a = self._resized(clip, t_a, scale)
+            frame_b, mask_b = self._resized(clip, t_b, scale)
+            top, left = self._window(mask_a)
+            # the target's window moves a little: objects are not where they were
+            shift = max(1, self.crop // 16)
+            top_b = int(np.clip(top + self.rng.integers(-shift, shift + 1), 0, max(frame_b.shape[0] - self.crop, 0)))
+            left_b = int(np.clip(left + self.rng.integers(-shift, shift + 1), 0, max(frame_b.shape[1] - self.crop, 0)))
+            for frame, mask, (y, x) in ((frame_a, mask_a, (top, left)), (frame_b, mask_b, (top_b, left_b))):
+                image, label = self._cut(frame, mask, y, x)
+                if flip:
+                    image, label = image[:, ::-1], label[:, ::-1]
+                tensor = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1).float() / 255.0
+                images.append(self._colour_jitter(tensor))
+                labels.append(torch.from_numpy(np.ascontiguousarray(label)))
+            names.append(clip.name)
+        return PairBatch(torch.stack(images), torch.stack(labels), names)
