@@ -11,12 +11,13 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from . import checks
 from .errors import BadInputError
 
 __all__ = ["davis_palette", "object_colour", "save_indexed_png", "MAX_OBJECTS"]
 
 #: object ids must fit the 256-entry palette of an indexed PNG
-MAX_OBJECTS = 255
+MAX_OBJECTS = checks.MAX_OBJECT_ID
 
 
 def davis_palette(n: int = 256) -> np.ndarray:
@@ -37,10 +38,11 @@ _PALETTE = davis_palette()
 
 
 def object_colour(object_id: int) -> tuple[int, int, int]:
-    """RGB colour of an object id in the DAVIS palette."""
-    if not 0 <= int(object_id) <= MAX_OBJECTS:
+    """RGB colour of an object id in the DAVIS palette (``2.0`` is object 2; ``2.5`` is no object)."""
+    object_id = checks.whole_number(object_id, "object id")
+    if not 0 <= object_id <= MAX_OBJECTS:
         raise BadInputError(f"object id {object_id} is outside the palette (0..{MAX_OBJECTS})")
-    r, g, b = _PALETTE[int(object_id)]
+    r, g, b = _PALETTE[object_id]
     return int(r), int(g), int(b)
 
 

@@ -19,20 +19,26 @@ from __future__ import annotations
 
 import json
 import math
+import numbers
 import os
-import tempfile
-from dataclasses import dataclass, field
+import secrets
+import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Iterator
 
 import numpy as np
 
+from . import checks
+from .checks import UNKNOWN  # label of pixels that no scribble covers
 from .errors import BadInputError
 
-__all__ = ["Stroke", "Scribbles", "UNKNOWN", "atomic_write_text"]
+__all__ = ["Stroke", "Scribbles", "UNKNOWN", "atomic_write_text", "TEMP_SUFFIX"]
 
-#: label of pixels that no scribble covers
-UNKNOWN = -1
+#: what every temporary file of :func:`atomic_write_text` ends with (after a random part)
+TEMP_SUFFIX = ".simwidgets-partial.tmp"
+#: a temporary file older than this (seconds) belongs to a write that was killed
+STALE_TEMP_AGE = 60.0
 
 _STROKE_KEYS = {"path", "object_id", "start_time", "end_time"}
 _TOP_KEYS = {"scribbles", "sequence"}
@@ -42,10 +48,18 @@ def atomic_write_text(path: str | Path, text: str) -> None:
     """Write ``text`` to ``path`` atomically (temporary file + rename in the same folder).
 
     A crash mid-write leaves either the old file or the new one, never half of one.
+
+    * The temporary file is ``.<name>.<random>.simwidgets-partial.tmp`` beside the target,
+      so a leftover of a killed write says whose it is; the next write of the same target
+      removes such leftovers older than :data:`STALE_TEMP_AGE` seconds (younger ones may
+      be another process writing the same file right now).
+    * The file gets the mode an ordinary ``open(path, "w")`` would give a new file,
+      ``0o666 & ~umask`` (``tempfile.mkstemp`` would make every saved file ``0o600``).
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    _remove_stale_temp_files(path)
+    fd, tmp = _create_temp_file(path)
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as handle:
             handle.write(text)
@@ -58,6 +72,38 @@ def atomic_write_text(path: str | Path, text: str) -> None:
         raise
 
 
+def _temp_prefix(path: Path) -> str:
+    return f".{path.name}."
+
+
+def _create_temp_file(path: Path) -> tuple[int, str]:
+    """A new temporary file beside ``path``, created with mode 0o666 so the umask applies."""
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0)
+    while True:
+        tmp = str(path.with_name(f"{_temp_prefix(path)}{secrets.token_hex(4)}{TEMP_SUFFIX}"))
+        try:
+            return os.open(tmp, flags, 0o666), tmp
+        except FileExistsError:  # 1 in 4 billion: draw another name
+            continue
+
+
+def _remove_stale_temp_files(path: Path, max_age: float = STALE_TEMP_AGE) -> None:
+    """Delete temporary files of ``path`` left by writes killed more than ``max_age`` s ago."""
+    prefix, now = _temp_prefix(path), time.time()
+    try:
+        entries = list(os.scandir(path.parent))
+    except OSError:
+        return  # the write itself reports an unusable folder
+    for entry in entries:
+        if not (entry.name.startswith(prefix) and entry.name.endswith(TEMP_SUFFIX)):
+            continue
+        try:
+            if now - entry.stat(follow_symlinks=False).st_mtime > max_age:
+                os.unlink(entry.path)
+        except OSError:
+            pass  # gone already, or not ours to remove: never block a save on it
+
+
 @dataclass
 class Stroke:
     """One scribble stroke.
@@ -66,7 +112,8 @@ class Stroke:
     ----------
     path : ``(N, 2)`` float64 array of normalised ``(x, y)``, x = col / W, y = row / H
     object_id : int, 0 = background
-    start_time, end_time : seconds (or whatever the source used), optional
+    start_time, end_time : seconds (or whatever the source used), optional: a finite
+        number or ``None`` (JSON has no NaN; integers stay integers, as they were written)
     """
 
     path: np.ndarray
@@ -76,7 +123,9 @@ class Stroke:
 
     def __post_init__(self):
         self.path = _validate_path(self.path, where="stroke")
-        self.object_id = _validate_object_id(self.object_id, where="stroke")
+        self.object_id = checks.object_id(self.object_id, "stroke: object_id")
+        self.start_time = _validate_time(self.start_time, "stroke: start_time")
+        self.end_time = _validate_time(self.end_time, "stroke: end_time")
 
     def to_dict(self) -> dict:
         return {
@@ -121,15 +170,17 @@ def _validate_path(path, where: str) -> np.ndarray:
     return array
 
 
-def _validate_object_id(object_id, where: str) -> int:
-    if isinstance(object_id, bool) or not isinstance(object_id, (int, np.integer)):
-        if isinstance(object_id, float) and object_id.is_integer():
-            object_id = int(object_id)
-        else:
-            raise BadInputError(f"{where}: object_id must be an integer; got {object_id!r}")
-    if object_id < 0 or object_id > 255:
-        raise BadInputError(f"{where}: object_id {object_id} is outside 0..255 (0 = background)")
-    return int(object_id)
+def _validate_time(value, where: str) -> int | float | None:
+    """A stroke time: ``None``, or a finite number kept as it was (an ``int`` stays one).
+
+    NaN would be written as the non-standard JSON token ``NaN``, which the DAVIS tools
+    and strict JSON readers reject; text or a list is not a time.
+    """
+    if value is None:
+        return None
+    if isinstance(value, numbers.Integral) and not isinstance(value, (bool, np.bool_)):
+        return int(value)
+    return checks.finite_float(value, where)
 
 
 class Scribbles:
@@ -158,7 +209,7 @@ class Scribbles:
         end_time: float | None = None,
     ) -> Stroke:
         """Append a stroke (normalised path) to a frame and return it."""
-        self._check_frame(frame_idx)
+        frame_idx = self._check_frame(frame_idx)
         stroke = Stroke(path, object_id, start_time, end_time)
         self.frames[frame_idx].append(stroke)
         return stroke
@@ -181,14 +232,14 @@ class Scribbles:
 
     def pop_stroke(self, frame_idx: int) -> Stroke:
         """Remove and return the last stroke of a frame."""
-        self._check_frame(frame_idx)
+        frame_idx = self._check_frame(frame_idx)
         if not self.frames[frame_idx]:
             raise BadInputError(f"frame {frame_idx} has no stroke to remove")
         return self.frames[frame_idx].pop()
 
     def clear_frame(self, frame_idx: int) -> list[Stroke]:
         """Remove all strokes of a frame and return them."""
-        self._check_frame(frame_idx)
+        frame_idx = self._check_frame(frame_idx)
         removed, self.frames[frame_idx] = self.frames[frame_idx], []
         return removed
 
@@ -257,11 +308,9 @@ class Scribbles:
         """Sorted object ids that appear in any stroke (0 included when present)."""
         return sorted({stroke.object_id for _, stroke in self})
 
-    def _check_frame(self, frame_idx) -> None:
-        if isinstance(frame_idx, bool) or not isinstance(frame_idx, (int, np.integer)):
-            raise BadInputError(f"frame_idx must be an integer; got {frame_idx!r}")
-        if not 0 <= frame_idx < self.n_frames:
-            raise BadInputError(f"frame_idx {frame_idx} is outside the video (0..{self.n_frames - 1})")
+    def _check_frame(self, frame_idx) -> int:
+        """``frame_idx`` as an ``int`` index of this video (``2.0`` is frame 2)."""
+        return checks.frame_index(frame_idx, self.n_frames)
 
     def check_object_ids(self, allowed: Iterable[int]) -> None:
         """Raise if a stroke uses an object id not in ``allowed`` (background 0 is always allowed)."""
@@ -281,7 +330,7 @@ class Scribbles:
         is within ``brush_width / 2`` of the line through them) get the stroke's object id,
         later strokes over earlier ones; all other pixels are :data:`UNKNOWN` (-1).
         """
-        self._check_frame(frame_idx)
+        frame_idx = self._check_frame(frame_idx)
         return rasterize_strokes(self.frames[frame_idx], height, width, brush_width)
 
     # ------------------------------------------------------------------ JSON
@@ -292,7 +341,8 @@ class Scribbles:
         }
 
     def to_json(self, indent: int | None = None) -> str:
-        return json.dumps(self.to_dict(), indent=indent)
+        """Standard JSON (``allow_nan=False``: a NaN never reaches the file as a ``NaN`` token)."""
+        return json.dumps(self.to_dict(), indent=indent, allow_nan=False)
 
     @classmethod
     def from_dict(cls, data, n_frames: int | None = None) -> "Scribbles":
@@ -313,7 +363,10 @@ class Scribbles:
             )
         if not frames:
             raise BadInputError("scribbles: the 'scribbles' list is empty (no frames)")
-        result = cls(len(frames), data.get("sequence", ""))
+        sequence = data.get("sequence", "")
+        if not isinstance(sequence, str):
+            raise BadInputError(f"scribbles: 'sequence' must be a name (text); got {type(sequence).__name__}")
+        result = cls(len(frames), sequence)
         for frame_idx, strokes in enumerate(frames):
             for k, stroke in enumerate(strokes):
                 where = f"frame {frame_idx}, stroke {k}"
@@ -326,18 +379,20 @@ class Scribbles:
                     if key not in stroke:
                         raise BadInputError(f"{where}: missing {key!r}")
                 path = _validate_path(stroke["path"], where)
-                object_id = _validate_object_id(stroke["object_id"], where)
-                result.frames[frame_idx].append(
-                    Stroke(path, object_id, stroke.get("start_time"), stroke.get("end_time"))
-                )
+                object_id = checks.object_id(stroke["object_id"], f"{where}: object_id")
+                times = (_validate_time(stroke.get(key), f"{where}: {key}") for key in ("start_time", "end_time"))
+                result.frames[frame_idx].append(Stroke(path, object_id, *times))
         return result
 
     @classmethod
     def from_json(cls, text: str, n_frames: int | None = None) -> "Scribbles":
+        """Parse DAVIS JSON text; invalid or absurdly nested JSON raises BadInputError."""
         try:
             data = json.loads(text)
         except json.JSONDecodeError as error:
             raise BadInputError(f"scribbles: not valid JSON ({error})") from None
+        except RecursionError:  # "[[[[...": no scribble file nests more than four deep
+            raise BadInputError("scribbles: JSON nested too deeply to be DAVIS scribbles") from None
         return cls.from_dict(data, n_frames=n_frames)
 
     @classmethod
@@ -350,7 +405,9 @@ class Scribbles:
             raise BadInputError(f"scribble file not found: {path}") from None
         except UnicodeDecodeError:
             raise BadInputError(f"scribble file {path} is not UTF-8 text") from None
-        except OSError as error:  # a folder, no permission, ...
+        except PermissionError:
+            raise BadInputError(f"cannot read scribble file {path}: permission denied") from None
+        except OSError as error:  # a folder, ...
             raise BadInputError(f"cannot read scribble file {path} ({error.strerror or error})") from None
         try:
             return cls.from_json(text, n_frames=n_frames)

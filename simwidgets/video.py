@@ -14,9 +14,18 @@ A DAVIS root looks like::
 
 Frames can be decoded lazily (``lazy=True``) so that long videos never sit in memory
 as full-resolution RGB all at once.
+
+File names are ordered as people number frames, not as text: ``9.png`` comes before
+``10.png`` (digit runs compare as numbers; see :func:`natural_key`), and a mask belongs to
+the frame with the same number (``Annotations/.../00003.png`` to ``JPEGImages/.../00003.jpg``),
+never to "the fourth file".
 """
 from __future__ import annotations
 
+import errno
+import os
+import re
+import stat
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,6 +34,7 @@ from typing import Iterator, Sequence as SequenceT
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
+from . import checks
 from .errors import BadInputError
 from .scribbles import Scribbles
 
@@ -37,10 +47,14 @@ __all__ = [
     "load_sample",
     "read_image",
     "read_mask",
+    "natural_key",
     "synthetic_video",
 ]
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
+#: the grey level of "object" in a binary mask, by PIL mode: DAVIS 2016 masks are 0/255,
+#: 16-bit exports 0/65535 (Pillow opens 16-bit PNGs as "I;16", older versions as "I")
+_BINARY_WHITE = {"1": 1, "L": 255, "P": 255, "I;16": 65535, "I;16B": 65535, "I;16L": 65535, "I": 65535}
 
 
 def sample_root() -> Path:
@@ -54,6 +68,17 @@ def sample_root() -> Path:
     return root
 
 
+def _unreadable(error: OSError, what: str, path: Path) -> BadInputError | None:
+    """The message for a file that cannot be opened at all (as opposed to a corrupt one)."""
+    if isinstance(error, FileNotFoundError):
+        return BadInputError(f"{what} file not found: {path}")
+    if isinstance(error, PermissionError):
+        return BadInputError(f"cannot read {what} {path}: permission denied")
+    if isinstance(error, IsADirectoryError):
+        return BadInputError(f"cannot read {what} {path}: it is a folder")
+    return None
+
+
 def read_image(path: str | Path) -> np.ndarray:
     """Decode one image file to ``(H, W, 3)`` uint8 RGB; corrupt files raise BadInputError."""
     path = Path(path)
@@ -61,29 +86,32 @@ def read_image(path: str | Path) -> np.ndarray:
         with Image.open(path) as image:
             image.load()
             return np.asarray(image.convert("RGB"), dtype=np.uint8)
-    except FileNotFoundError:
-        raise BadInputError(f"image file not found: {path}") from None
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as error:
-        raise BadInputError(f"cannot decode image {path}: corrupt or truncated ({error})") from None
+        unreadable = _unreadable(error, "image", path) if isinstance(error, OSError) else None
+        raise (unreadable or BadInputError(f"cannot decode image {path}: corrupt or truncated ({error})")) from None
 
 
 def read_mask(path: str | Path) -> np.ndarray:
     """Decode a mask PNG to its raw ``(H, W)`` values (palette indices or grey levels)."""
-    path = Path(path)
+    return _decode_mask(Path(path))[0]
+
+
+def _decode_mask(path: Path) -> tuple[np.ndarray, int]:
+    """``(values, white)``: the raw values as int64 and the grey level that a binary mask
+    of this bit depth uses for "object" (255 for 8-bit, 65535 for 16-bit)."""
     try:
         with Image.open(path) as image:
             image.load()
-            if image.mode in ("P", "L", "1", "I", "I;16"):
-                return np.asarray(image).astype(np.int64)
+            if image.mode in _BINARY_WHITE:
+                return np.asarray(image).astype(np.int64), _BINARY_WHITE[image.mode]
             if image.mode in ("RGB", "RGBA", "LA"):
                 # an RGB export of a binary mask: any non-black pixel is foreground
                 array = np.asarray(image.convert("RGB"))
-                return (array.max(axis=2) > 0).astype(np.int64) * 255
+                return (array.max(axis=2) > 0).astype(np.int64) * 255, 255
             raise BadInputError(f"mask {path} has unsupported image mode {image.mode!r}")
-    except FileNotFoundError:
-        raise BadInputError(f"mask file not found: {path}") from None
     except (UnidentifiedImageError, OSError, SyntaxError) as error:
-        raise BadInputError(f"cannot decode mask {path}: corrupt or truncated ({error})") from None
+        unreadable = _unreadable(error, "mask", path) if isinstance(error, OSError) else None
+        raise (unreadable or BadInputError(f"cannot decode mask {path}: corrupt or truncated ({error})")) from None
 
 
 class LazyFrames:
@@ -162,11 +190,8 @@ class VideoSequence:
     scribbles: dict[str, Scribbles] = field(default_factory=dict)
 
     def __post_init__(self):
+        self.frames = checks.video_frames(self.frames)  # at least one frame; a list is stacked
         shape = tuple(self.frames.shape)
-        if len(shape) != 4 or shape[3] != 3:
-            raise BadInputError(f"frames must have shape (T, H, W, 3); got {shape}")
-        if isinstance(self.frames, np.ndarray) and self.frames.dtype != np.uint8:
-            raise BadInputError(f"frames must be uint8; got {self.frames.dtype}")
         if self.masks is not None:
             self.masks = validate_masks(self.masks, shape[:3])
 
@@ -240,16 +265,143 @@ def validate_masks(masks, expected_shape: tuple[int, ...], where: str = "masks",
     return masks.astype(np.uint8 if high <= 255 else np.int64)
 
 
+def natural_key(name: str) -> tuple:
+    """Sort key that orders file names as people number frames: ``9.png`` < ``10.png``.
+
+    Digit runs compare as numbers, the text between them case-insensitively (then the
+    exact name breaks ties, e.g. ``7.png`` and ``007.png``).  Names without digits come
+    out in plain text order, and zero-padded DAVIS names (``00000.jpg``) in the same
+    order as before.
+    """
+    pieces = re.split(r"(\d+)", name)
+    return tuple(int(p) if i % 2 else p.casefold() for i, p in enumerate(pieces)), name
+
+
+def _frame_number(path: Path) -> int | None:
+    """The frame number a file name carries: its last run of digits (``00012.png`` -> 12)."""
+    digits = re.findall(r"\d+", Path(path).stem)
+    return int(digits[-1]) if digits else None
+
+
+def _is_folder(path: Path, what: str) -> bool:
+    """Whether ``path`` is a folder; False if nothing is there.
+
+    What :meth:`Path.is_dir` would hide raises a BadInputError: a symlink loop (``is_dir``
+    says False, and the sequence would be reported "unknown"), a symlink to nothing, a
+    folder that may not be entered.
+    """
+    try:
+        return stat.S_ISDIR(os.stat(path).st_mode)
+    except PermissionError:
+        raise BadInputError(f"cannot read {what} {path}: permission denied") from None
+    except OSError as error:
+        if error.errno == errno.ELOOP:
+            raise BadInputError(f"{what} {path} is a symlink loop: it cannot be resolved") from None
+        if error.errno in (errno.ENOENT, errno.ENOTDIR):
+            if os.path.islink(path):
+                raise BadInputError(
+                    f"{what} {path} is a symlink to {os.readlink(path)}, which does not exist"
+                ) from None
+            return False
+        raise BadInputError(f"cannot read {what} {path} ({error.strerror or error})") from None
+
+
+def _list_folder(folder: Path, what: str) -> list[Path]:
+    """The entries of ``folder``; a folder that cannot be read raises (never "empty")."""
+    try:
+        return list(folder.iterdir())
+    except PermissionError:
+        raise BadInputError(f"cannot read {what} {folder}: permission denied") from None
+    except OSError as error:
+        raise BadInputError(f"cannot read {what} {folder} ({error.strerror or error})") from None
+
+
+def _files(folder: Path, suffixes: tuple[str, ...], what: str) -> list[Path]:
+    """Files of ``folder`` with one of ``suffixes`` (any case), in :func:`natural_key` order."""
+    paths = [p for p in _list_folder(folder, what) if p.suffix.lower() in suffixes]
+    return sorted(paths, key=lambda p: natural_key(p.name))
+
+
 def list_sequences(root: str | Path, resolution: str = "480p") -> list[str]:
     """Names of the sequences under ``ROOT/JPEGImages/<resolution>``."""
     folder = Path(root) / "JPEGImages" / resolution
-    if not folder.is_dir():
+    if not _is_folder(folder, "DAVIS folder"):
         raise BadInputError(f"not a DAVIS root: {folder} does not exist")
-    return sorted(p.name for p in folder.iterdir() if p.is_dir())
+    return sorted(p.name for p in _list_folder(folder, "DAVIS folder") if os.path.isdir(p))
 
 
 def _image_files(folder: Path) -> list[Path]:
-    return sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+    return _files(folder, IMAGE_SUFFIXES, "frame folder")
+
+
+def _pair_masks(frame_paths: list[Path], mask_paths: list[Path], name: str, mask_dir: Path) -> list[Path]:
+    """The mask of each frame, matched by frame number (by the whole stem for names without one).
+
+    Masks must cover every frame: a sequence annotated on a few frames only (DAVIS
+    semi-supervised sets have frame 0 alone) is an error that names the first frame
+    without a mask, as is a mask whose number no frame has.  Pairing by position would
+    silently put each mask on a neighbouring frame when the numbering differs.
+    """
+    def by_key(paths, what):
+        keyed = {}
+        for path in paths:
+            number = _frame_number(path)
+            key = path.stem if number is None else number
+            if key in keyed:
+                raise BadInputError(
+                    f"{what} {keyed[key].name} and {path.name} of {name!r} have the same frame number {key}"
+                )
+            keyed[key] = path
+        return keyed
+
+    frames, masks = by_key(frame_paths, "frames"), by_key(mask_paths, "masks")
+    if len(frames) != len(masks):
+        problem = f"frame-count mismatch in {name!r}: {len(frames)} frames but {len(masks)} masks"
+    else:
+        problem = f"masks of {name!r} do not match its frames by number"
+    missing = next((key for key in frames if key not in masks), None)
+    if missing is not None:
+        raise BadInputError(f"{problem}; frame {frames[missing].name} has no mask in {mask_dir}")
+    orphan = next((key for key in masks if key not in frames), None)
+    if orphan is not None:
+        raise BadInputError(f"{problem}; mask {masks[orphan].name} has no frame of that number")
+    return [masks[key] for key in frames]
+
+
+def _load_masks(paths: list[Path], size: tuple[int, int]) -> np.ndarray:
+    """Decode the masks of a sequence to ``(T, H, W)`` object ids.
+
+    A sequence whose every mask holds only 0 and white (0/255 as in DAVIS 2016, or 0 and
+    its bit depth's maximum, 0/65535 for a 16-bit PNG) is binary: white becomes object 1.  Otherwise the
+    values are object ids (indexed DAVIS 2017 PNGs, 16-bit label images with small ids);
+    an id above 255 cannot be drawn with the DAVIS palette nor saved as an indexed PNG,
+    so it is an error naming the id and the file.
+    """
+    h, w = size
+    raw, binary = [], True
+    for path in paths:
+        values, white = _decode_mask(path)
+        if values.shape != (h, w):
+            raise BadInputError(f"mask {path} is {values.shape[1]}x{values.shape[0]}, the frames are {w}x{h}")
+        present = np.unique(values)
+        binary = binary and (set(present.tolist()) <= {0, 255} or set(present.tolist()) <= {0, white})
+        raw.append((path, values, present))
+    if binary:
+        return np.stack([values > 0 for _, values, _ in raw]).astype(np.uint8)
+    for path, _, present in raw:
+        if present[-1] > checks.MAX_OBJECT_ID:
+            raise BadInputError(
+                f"mask {path} holds object id {int(present[-1])}; ids must be 0..{checks.MAX_OBJECT_ID} "
+                "(the DAVIS palette), or the mask binary (0 and 255, or 0 and 65535)"
+            )
+    return np.stack([values for _, values, _ in raw]).astype(np.uint8)
+
+
+def _load_scribbles(folder: Path, n_frames: int) -> dict[str, Scribbles]:
+    if not _is_folder(folder, "scribble folder"):
+        return {}
+    return {path.stem: Scribbles.load(path, n_frames=n_frames)
+            for path in _files(folder, (".json",), "scribble folder")}
 
 
 def load_davis_sequence(
@@ -268,13 +420,18 @@ def load_davis_sequence(
     lazy : decode frames on demand instead of all at once
     load_masks : read ``Annotations/`` when present
 
-    Binary annotations (only 0 and 255) become object 1; indexed annotations keep their ids.
+    Frames are in the order of the numbers in their names (``9.png`` before ``10.png``,
+    see :func:`natural_key`).  Masks are paired with frames by that number and must cover
+    every frame (see :func:`_pair_masks`).  Binary annotations (0/255, or 0/65535 for
+    16-bit PNGs) become object 1; indexed annotations keep their ids (0..255).  A folder
+    that exists but cannot be read (permissions, a symlink loop) raises BadInputError:
+    a video is never loaded silently without its masks or scribbles.
     """
     root = Path(root)
     frame_dir = root / "JPEGImages" / resolution / name
-    if not (root / "JPEGImages").is_dir():
+    if not _is_folder(root / "JPEGImages", "DAVIS folder"):
         raise BadInputError(f"not a DAVIS root: {root / 'JPEGImages'} does not exist")
-    if not frame_dir.is_dir():
+    if not _is_folder(frame_dir, "sequence folder"):
         known = ", ".join(list_sequences(root, resolution)) or "none"
         raise BadInputError(f"unknown sequence {name!r} in {root} (known: {known})")
     paths = _image_files(frame_dir)
@@ -287,32 +444,12 @@ def load_davis_sequence(
 
     masks = None
     mask_dir = root / "Annotations" / resolution / name
-    if load_masks and mask_dir.is_dir():
-        mask_paths = sorted(mask_dir.glob("*.png"))
+    if load_masks and _is_folder(mask_dir, "mask folder"):
+        mask_paths = _files(mask_dir, (".png",), "mask folder")
         if mask_paths:
-            if len(mask_paths) != n:
-                raise BadInputError(
-                    f"frame-count mismatch in {name!r}: {n} frames but {len(mask_paths)} masks"
-                )
-            raw = []
-            for path in mask_paths:
-                values = read_mask(path)
-                if values.shape != (h, w):
-                    raise BadInputError(
-                        f"mask {path} is {values.shape[1]}x{values.shape[0]}, "
-                        f"the frames are {w}x{h}"
-                    )
-                raw.append(values)
-            masks = np.stack(raw)
-            present = np.unique(masks)
-            if set(present.tolist()) <= {0, 255}:
-                masks = (masks > 0).astype(np.uint8)
+            masks = _load_masks(_pair_masks(paths, mask_paths, name, mask_dir), (h, w))
 
-    scribbles = {}
-    scribble_dir = root / "Scribbles" / name
-    if scribble_dir.is_dir():
-        for path in sorted(scribble_dir.glob("*.json")):
-            scribbles[path.stem] = Scribbles.load(path, n_frames=n)
+    scribbles = _load_scribbles(root / "Scribbles" / name, n)
     return VideoSequence(name=name, frames=frames, masks=masks, scribbles=scribbles)
 
 

@@ -39,8 +39,8 @@ CATALOGUE = [
     ("masks that are not ids", lambda: widget(masks=np.zeros((4, 32, 48), float)), "integer object ids"),
     ("masks with an id outside the palette", lambda: widget(masks=np.full((4, 32, 48), 300)), "300 is outside the palette"),
     ("one mask of another size", lambda: widget().set_mask(0, np.zeros((10, 10), int)), "does not match the frames"),
-    ("an object id outside the palette", _set("object_id", 256), "256 is outside the palette"),
-    ("a negative object id", _set("object_id", -1), "outside the palette"),
+    ("an object id outside the palette", _set("object_id", 256), r"object_id 256 is outside 0..255"),
+    ("a negative object id", _set("object_id", -1), r"object_id -1 is outside 0..255"),
     ("a frame index outside the video", _set("frame_idx", 4), r"frame_idx 4 is outside the video \(0..3\)"),
     ("an opacity above 1", _set("opacity", 1.5), "opacity must be within 0..1"),
     ("a zero brush", _set("brush_width", 0), "brush_width"),
@@ -51,6 +51,19 @@ CATALOGUE = [
     ("a canvas narrower than 16 pixels", lambda: ScribbleWidget(VIDEO, width=10, autosave=False), "at least 16"),
     ("a stroke outside [0, 1] from code", lambda: widget().add_stroke(0, [[2.0, 0.5]]), r"normalised to \[0, 1\]"),
     ("an on_change that is not callable", lambda: widget().on_change(42), "callable"),
+    # found by a hostile review: a wrong type reads like a wrong value (never a bare TraitError)
+    ("a fractional frame index", _set("frame_idx", 2.5), r"frame_idx must be an integer; got 2\.5"),
+    ("a frame index given as text", _set("frame_idx", "2"), r"frame_idx must be an integer; got '2'"),
+    ("a frame index given as None", _set("frame_idx", None), r"frame_idx must be an integer; got None"),
+    ("a fractional object id", _set("object_id", 1.5), r"object_id must be an integer; got 1\.5"),
+    ("a NaN brush width", _set("brush_width", float("nan")), r"brush_width must be finite; got nan"),
+    ("an opacity given as text", _set("opacity", "0.5"), r"opacity must be a number; got '0\.5'"),
+    ("show_masks given as text", _set("show_masks", "no"), r"show_masks must be True or False; got 'no'"),
+    ("a tool that is not text", _set("tool", 3), r"tool must be one of brush, eraser; got 3"),
+    ("a generator of frames", lambda: ScribbleWidget((f for f in VIDEO.frames), autosave=False),
+     r"frames must be a \(T, H, W, 3\) uint8 array or a list of \(H, W, 3\) frames; got generator"),
+    ("a list of frames that are not images", lambda: ScribbleWidget([None, None], autosave=False),
+     r"frames must be RGB with shape \(T, H, W, 3\); got shape \(2,\)"),
 ]
 
 

@@ -70,3 +70,11 @@ def test_save_indexed_png_accepts_bool_and_small_ints(tmp_path):
     np.testing.assert_array_equal(np.asarray(Image.open(tmp_path / "b.png")), mask.astype(np.uint8))
     save_indexed_png(mask.astype(np.int8) * 3, tmp_path / "i.png")
     np.testing.assert_array_equal(np.asarray(Image.open(tmp_path / "i.png")), mask * 3)
+
+
+def test_object_colour_takes_whole_numbers_only():
+    assert object_colour(2.0) == object_colour(2)
+    with pytest.raises(BadInputError, match=r"object id must be an integer; got 2\.5"):
+        object_colour(2.5)
+    with pytest.raises(BadInputError, match=r"object id must be an integer; got 'red'"):
+        object_colour("red")

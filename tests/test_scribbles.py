@@ -3,6 +3,10 @@ from __future__ import annotations
 
 import json
 import math
+import os
+import stat
+import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -325,3 +329,40 @@ def test_stroke_equality_compares_paths_exactly():
     assert a != Stroke([[0.1, 0.2 + 1e-16 * 2]], 1, 0, 1)
     assert a != Stroke([[0.1, 0.2]], 2, 0, 1)
     assert a != Stroke([[0.1, 0.2], [0.1, 0.2]], 1, 0, 1)
+
+
+def test_atomic_write_names_its_temporary_file_after_the_target(tmp_path, monkeypatch):
+    from simwidgets.scribbles import TEMP_SUFFIX
+
+    seen = []
+    real_replace = os.replace
+    monkeypatch.setattr(os, "replace", lambda src, dst: (seen.append(Path(src).name), real_replace(src, dst)))
+    atomic_write_text(tmp_path / "a.json", "text")
+    assert len(seen) == 1 and seen[0].startswith(".a.json.") and seen[0].endswith(TEMP_SUFFIX)
+
+
+def test_atomic_write_removes_stale_temporary_files_of_its_target_only(tmp_path):
+    from simwidgets.scribbles import TEMP_SUFFIX
+
+    old = time.time() - 3600
+    stale = tmp_path / f".a.json.dead{TEMP_SUFFIX}"  # a write killed an hour ago
+    young = tmp_path / f".a.json.beef{TEMP_SUFFIX}"  # another process writing right now
+    other = tmp_path / f".b.json.dead{TEMP_SUFFIX}"  # another target's
+    mine = tmp_path / ".a.json.backup"  # a user's file
+    for path in (stale, young, other, mine):
+        path.write_text("x")
+    for path in (stale, other, mine):
+        os.utime(path, (old, old))
+    atomic_write_text(tmp_path / "a.json", "text")
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(["a.json", young.name, other.name, mine.name])
+
+
+@pytest.mark.parametrize("umask, mode", [(0o022, 0o644), (0o002, 0o664)])
+def test_saved_files_get_the_mode_of_the_umask(tmp_path, umask, mode):
+    previous = os.umask(umask)
+    try:
+        Scribbles(2, "toy").save(tmp_path / "new.json")
+        atomic_write_text(tmp_path / "new.json", "again")  # replacing keeps the umask's mode
+    finally:
+        os.umask(previous)
+    assert stat.S_IMODE((tmp_path / "new.json").stat().st_mode) == mode

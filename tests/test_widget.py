@@ -435,3 +435,46 @@ def test_initial_state_from_the_constructor(synthetic):
     assert w.frame_slider.value == 3 and w.opacity_slider.value == 0.2 and not w.masks_checkbox.value
     with pytest.raises(BadInputError, match="outside the video"):
         ScribbleWidget(synthetic, width=192, frame_idx=99)
+
+
+# --------------------------------------------------------------------------- input a browser or a user gets wrong
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), -float("inf")])
+def test_a_non_finite_mouse_position_drops_that_point_not_the_stroke(synthetic, bad):
+    w = ScribbleWidget(synthetic, width=192, autosave=False)
+    w.handle_mouse_down(10, 10)
+    w.handle_mouse_move(30, 30)
+    w.handle_mouse_move(bad, 40)  # one broken move event ...
+    w.handle_mouse_move(50, bad)
+    w.handle_mouse_move(60, 60)
+    w.handle_mouse_up(bad, bad)  # ... and a broken mouse-up: the stroke still ends here
+    strokes = w.scribbles.frames[0]
+    assert len(strokes) == 1 and np.isfinite(strokes[0].path).all()
+    np.testing.assert_allclose(strokes[0].path * [192, 128], [[10, 10], [30, 30], [60, 60]])
+    w.handle_mouse_down(bad, 5)  # a stroke cannot start nowhere
+    assert not w.canvas.drawing and len(w.scribbles) == 1
+
+
+def test_a_whole_float_frame_index_is_that_frame(synthetic):
+    w = ScribbleWidget(synthetic, width=192, autosave=False, frame_idx=3.0)
+    assert w.frame_idx == 3 and type(w.frame_idx) is int
+    w.frame_idx = 2.0
+    assert w.canvas.frame_idx == 2 and w.frame_slider.value == 2
+    w.object_id = 2.0
+    w.add_stroke(np.float64(1.0), [[0.5, 0.5]])
+    w.clear_frame(5.0)
+    assert w.scribbles.annotated_frames == [1] and w.scribbles.frames[1][0].object_id == 2
+
+
+def test_a_video_sequence_made_from_a_list_of_frames(synthetic):
+    from simwidgets.video import VideoSequence
+
+    w = ScribbleWidget(VideoSequence("listed", list(synthetic.frames)), width=192, autosave=False)
+    assert w.n_frames == 8 and w.canvas.name == "listed"
+
+
+def test_an_extreme_strip_gets_a_bounded_canvas():
+    w = ScribbleWidget(np.zeros((2, 4000, 8, 3), np.uint8), width=640, autosave=False)
+    assert w.canvas.canvas_size == (2560, 640)  # not 640x320000
+    drag(w, [(0, 0), (640, 2560)])
+    np.testing.assert_allclose(w.scribbles.frames[0][0].path, [[0, 0], [1, 1]])

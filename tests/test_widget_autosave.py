@@ -1,5 +1,8 @@
 """Autosave of the scribble widget: every finished stroke on disk, restored by a new widget."""
 import json
+import os
+import stat
+import time
 import warnings
 
 import numpy as np
@@ -155,3 +158,59 @@ def test_the_autosave_is_plain_davis_json(bear, tmp_path):
 def test_default_autosave_path_sanitises_names(tmp_path):
     assert default_autosave_path("bear", tmp_path) == tmp_path / "bear.scribbles.json"
     assert default_autosave_path("../etc/passwd", tmp_path).parent == tmp_path
+
+
+# --------------------------------------------------------------------------- several widgets, killed saves, modes
+
+def test_two_live_widgets_on_one_video_never_overwrite_each_others_strokes(synthetic, tmp_path):
+    """A ScribbleWidget and a SegmentationApp (which holds one) on the same video share the
+    default file name; the first to find the other's strokes in it moves to a sibling file."""
+    first = ScribbleWidget(synthetic, width=192)
+    second = ScribbleWidget(synthetic, width=192)
+    assert first.autosave_path == second.autosave_path  # both named after the video
+    drag(first, [(10, 10), (30, 30)])
+    with pytest.warns(AutosaveWarning, match=r"changed by another widget.*now autosave to .*-2\.scribbles\.json"):
+        drag(second, [(50, 50), (70, 70)])
+    drag(first, [(90, 10), (95, 40)])
+    drag(second, [(20, 90), (40, 100)])
+    assert first.autosave_path != second.autosave_path
+    assert second.autosave_path.name.endswith("-2.scribbles.json")
+    assert on_disk(first.autosave_path, 8) == first.scribbles and len(first.scribbles) == 2
+    assert on_disk(second.autosave_path, 8) == second.scribbles and len(second.scribbles) == 2
+    assert str(second.autosave_path) in second.status.value
+    # a new widget (a restarted kernel) continues the file named after the video
+    assert ScribbleWidget(synthetic, width=192).scribbles == first.scribbles
+
+
+def test_a_file_changed_by_another_process_is_left_alone(synthetic, tmp_path):
+    path = tmp_path / "toy.json"
+    w = ScribbleWidget(synthetic, width=192, autosave=path)
+    drag(w, [(10, 10), (30, 30)])
+    theirs = Scribbles(8, "toy")
+    theirs.add_stroke(5, [[0.5, 0.5]], 2)
+    theirs.save(path)  # the same notebook open in a second kernel
+    with pytest.warns(AutosaveWarning, match=r"toy\.json was changed .* now autosave to .*toy-2\.json"):
+        drag(w, [(50, 50), (70, 70)])
+    assert on_disk(path, 8) == theirs
+    assert on_disk(tmp_path / "toy-2.json", 8) == w.scribbles and len(w.scribbles) == 2
+
+
+def test_a_leftover_of_a_killed_autosave_is_removed_by_the_next_one(synthetic, tmp_path):
+    path = tmp_path / "toy.json"
+    w = ScribbleWidget(synthetic, width=192, autosave=path)
+    stale = tmp_path / ".toy.json.0badf00d.simwidgets-partial.tmp"  # what a kill mid-save leaves
+    stale.write_text('{"scribbles": [[')
+    os.utime(stale, (time.time() - 3600, time.time() - 3600))
+    drag(w, [(10, 10), (30, 30)])
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["toy.json"]
+
+
+@pytest.mark.parametrize("umask, mode", [(0o022, 0o644), (0o002, 0o664)])
+def test_the_autosave_gets_the_mode_of_the_umask(synthetic, tmp_path, umask, mode):
+    previous = os.umask(umask)
+    try:
+        w = ScribbleWidget(synthetic, width=192, autosave=tmp_path / "toy.json")
+        drag(w, [(10, 10), (30, 30)])
+    finally:
+        os.umask(previous)
+    assert stat.S_IMODE(w.autosave_path.stat().st_mode) == mode

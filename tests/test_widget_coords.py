@@ -5,6 +5,7 @@ from hypothesis import given, settings, strategies as st
 
 from simwidgets.errors import BadInputError
 from simwidgets.widgets.coords import (
+    MAX_CANVAS_ASPECT,
     canvas_size_for,
     canvas_to_image_coordinates,
     canvas_to_normalised,
@@ -27,7 +28,16 @@ def test_canvas_height_follows_the_aspect_ratio(size, width):
     h, w = size
     ch, cw = canvas_size_for(h, w, width)
     assert cw == width and ch >= 1
-    assert abs(ch - max(1.0, width * h / w)) <= 0.5 + 1e-9  # at least one row
+    # exact within 1:4 .. 4:1; beyond, the frame is stretched to the nearest bound
+    bounded = min(max(width * h / w, width / MAX_CANVAS_ASPECT), width * MAX_CANVAS_ASPECT)
+    assert abs(ch - bounded) <= 0.5 + 1e-9
+
+
+@pytest.mark.parametrize("h, w", [(4000, 8), (8, 4000), (100000, 1)])
+def test_the_canvas_of_an_extreme_strip_stays_bounded(h, w):
+    ch, cw = canvas_size_for(h, w, 640)
+    assert cw == 640 and 160 <= ch <= 2560  # not 640x320000 (four 800 MB layers) nor 1 row
+    assert canvas_size_for(1920, 1080, 640) == (1138, 640), "a portrait phone video keeps its aspect"
 
 
 @settings(max_examples=200)

@@ -23,6 +23,7 @@ so tests and scripts can drive the canvas exactly as the browser does.
 """
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -34,6 +35,7 @@ import ipywidgets as widgets
 from ipycanvas import MultiCanvas, hold_canvas
 from PIL import Image
 
+from .. import checks
 from ..errors import BadInputError
 from ..palette import MAX_OBJECTS, davis_palette, object_colour
 from ..scribbles import Scribbles, Stroke
@@ -59,41 +61,16 @@ def as_frames(frames) -> tuple[object, str | None, np.ndarray | None]:
     name if known and ``masks`` the sequence's ground truth if any.
 
     Accepts a :class:`~simwidgets.video.VideoSequence`, a ``(T, H, W, 3)`` uint8 array, a
-    single ``(H, W, 3)`` frame, or a list of ``(H, W, 3)`` frames of one size.
+    single ``(H, W, 3)`` frame, or a list of ``(H, W, 3)`` frames of one size (stacked);
+    everything else is checked by :func:`simwidgets.checks.video_frames`.
     """
     if isinstance(frames, VideoSequence):
         return frames.frames, frames.name, frames.masks
     if isinstance(frames, LazyFrames):
         return frames, None, None
-    if isinstance(frames, (list, tuple)):
-        if not frames:
-            raise BadInputError("a video needs at least one frame; got an empty list")
-        arrays = [np.asarray(f) for f in frames]
-        shapes = sorted({a.shape for a in arrays})
-        if len(shapes) > 1:
-            first = arrays[0].shape
-            odd = next(i for i, a in enumerate(arrays) if a.shape != first)
-            raise BadInputError(
-                f"frames of mixed sizes: frame 0 has shape {first}, frame {odd} has shape "
-                f"{arrays[odd].shape}; resize them to one size first"
-            )
-        frames = np.stack(arrays)
-    array = np.asarray(frames) if not hasattr(frames, "shape") else frames
-    if not isinstance(array, np.ndarray):
-        array = np.asarray(array)
-    if array.dtype == object:
-        raise BadInputError("frames of mixed sizes (a ragged array); resize them to one size first")
-    if array.ndim == 3 and array.shape[-1] == 3:
-        array = array[None]
-    if array.ndim != 4 or array.shape[-1] != 3:
-        raise BadInputError(
-            f"frames must be RGB with shape (T, H, W, 3) (or one (H, W, 3) frame); got shape {array.shape}"
-        )
-    if array.dtype != np.uint8:
-        raise BadInputError(f"frames must be uint8 RGB (0..255); got dtype {array.dtype}")
-    if array.shape[0] < 1 or array.shape[1] < 1 or array.shape[2] < 1:
-        raise BadInputError(f"frames must be non-empty; got shape {array.shape}")
-    return array, None, None
+    if isinstance(frames, np.ndarray) and frames.ndim == 3 and frames.shape[-1] == 3:
+        frames = frames[None]  # one frame
+    return np.asarray(checks.video_frames(frames)), None, None
 
 
 def as_label_maps(masks, expected_shape: tuple[int, ...], where: str = "masks") -> np.ndarray:
@@ -158,6 +135,33 @@ def _rgb(colour: tuple[int, int, int]) -> str:
     return "#%02x%02x%02x" % colour
 
 
+def _tool_name(value, where: str) -> str:
+    if not isinstance(value, str) or value not in TOOLS:
+        raise BadInputError(f"{where} must be one of {', '.join(TOOLS)}; got {value!r}")
+    return value
+
+
+def _checked(trait: type, check: Callable) -> type:
+    """A traitlet type whose values go through ``check(value, name)`` of :mod:`simwidgets.checks`.
+
+    Without it a wrong type (``frame_idx = 2.5``, ``show_masks = "yes"``) raises a bare
+    traitlets ``TraitError`` while a wrong value raises BadInputError; with it both read
+    the same, and a whole float (``frame_idx = 2.0``, as sliders and JSON give) is frame 2.
+    """
+    class Checked(trait):
+        def validate(self, obj, value):
+            return super().validate(obj, check(value, self.name))
+
+    Checked.__name__ = Checked.__qualname__ = f"Checked{trait.__name__}"
+    return Checked
+
+
+_WholeNumber = _checked(traitlets.Int, checks.whole_number)
+_Number = _checked(traitlets.Float, checks.finite_float)
+_Boolean = _checked(traitlets.Bool, checks.boolean)
+_Tool = _checked(traitlets.Unicode, _tool_name)
+
+
 class ScribbleCanvas(widgets.Box):
     """A layered canvas showing one frame of a video, its mask overlay and its scribbles.
 
@@ -169,7 +173,9 @@ class ScribbleCanvas(widgets.Box):
     scribbles : initial :class:`Scribbles` (or DAVIS dict, or path of a DAVIS JSON file)
     width : canvas width in pixels; the height follows the video's aspect ratio
     autosave : path of the autosave file, ``True`` for ``<name>.scribbles.json`` in the
-        current folder, ``False``/``None`` to disable
+        current folder, ``False``/``None`` to disable; strokes that another widget or
+        process saved there are never overwritten (this widget moves to
+        ``<name>-2.scribbles.json`` and warns; see :mod:`simwidgets.widgets.autosave`)
     name : sequence name (taken from a VideoSequence; else derived from the frames)
     n_objects : number of objects offered (default: the largest id in the masks, the
         scribbles or a VideoSequence's ground truth; at least 1)
@@ -182,13 +188,13 @@ class ScribbleCanvas(widgets.Box):
     show_masks, tool (``"brush"`` or ``"eraser"``); read-only: n_strokes, annotated_frames.
     """
 
-    frame_idx = traitlets.Int(0)
-    object_id = traitlets.Int(1)
-    n_objects = traitlets.Int(1)
-    brush_width = traitlets.Float(6.0)
-    opacity = traitlets.Float(0.45)
-    show_masks = traitlets.Bool(True)
-    tool = traitlets.Unicode("brush")
+    frame_idx = _WholeNumber(0)
+    object_id = _WholeNumber(1)
+    n_objects = _WholeNumber(1)
+    brush_width = _Number(6.0)
+    opacity = _Number(0.45)
+    show_masks = _Boolean(True)
+    tool = _Tool("brush")
     n_strokes = traitlets.Int(0, read_only=True)
     annotated_frames = traitlets.List(traitlets.Int(), read_only=True)
 
@@ -321,16 +327,11 @@ class ScribbleCanvas(widgets.Box):
     # ------------------------------------------------------------------ validation
     @traitlets.validate("frame_idx")
     def _valid_frame(self, proposal):
-        value = proposal["value"]
-        if not 0 <= value < self._n_frames:
-            raise BadInputError(f"frame_idx {value} is outside the video (0..{self._n_frames - 1})")
-        return value
+        return checks.frame_index(proposal["value"], self._n_frames)
 
     @traitlets.validate("object_id")
     def _valid_object(self, proposal):
-        value = proposal["value"]
-        if not 0 <= value <= MAX_OBJECTS:
-            raise BadInputError(f"object id {value} is outside the palette (0..{MAX_OBJECTS}; 0 = background)")
+        value = checks.object_id(proposal["value"])
         if value > self.n_objects:
             self.n_objects = value
         return value
@@ -347,13 +348,6 @@ class ScribbleCanvas(widgets.Box):
         value = float(proposal["value"])
         if not 0.5 <= value <= 200:
             raise BadInputError(f"brush_width must be within 0.5..200 canvas pixels; got {value}")
-        return value
-
-    @traitlets.validate("tool")
-    def _valid_tool(self, proposal):
-        value = proposal["value"]
-        if value not in TOOLS:
-            raise BadInputError(f"tool must be one of {', '.join(TOOLS)}; got {value!r}")
         return value
 
     @traitlets.validate("opacity")
@@ -422,30 +416,28 @@ class ScribbleCanvas(widgets.Box):
         object_id = self.object_id if object_id is None else object_id
         now = round(time.monotonic() - self._t0, 3)
         stroke = Stroke(np.asarray(path, dtype=np.float64), object_id, now, now)
-        self._check_frame(frame_idx)
+        frame_idx = self._check_frame(frame_idx)
         if stroke.object_id > self.n_objects:
             self.n_objects = stroke.object_id
         position = len(self._scribbles.frames[frame_idx])
-        self._do(("insert", int(frame_idx), position, stroke), kind="add", frame_idx=int(frame_idx), stroke=stroke)
+        self._do(("insert", frame_idx, position, stroke), kind="add", frame_idx=frame_idx, stroke=stroke)
         return stroke
 
     def clear_frame(self, frame_idx: int | None = None) -> None:
         """Remove every stroke of a frame (the current one by default); undoable."""
-        frame_idx = self.frame_idx if frame_idx is None else frame_idx
-        self._check_frame(frame_idx)
+        frame_idx = self._check_frame(self.frame_idx if frame_idx is None else frame_idx)
         if not self._scribbles.frames[frame_idx]:
             return
         after = self._scribbles.copy()
         after.clear_frame(frame_idx)
-        self._do(("replace", self._scribbles.copy(), after), kind="clear", frame_idx=int(frame_idx))
+        self._do(("replace", self._scribbles.copy(), after), kind="clear", frame_idx=frame_idx)
 
     def erase_at(self, x: float, y: float, frame_idx: int | None = None) -> list[Stroke]:
         """Erase the strokes of a frame that pass within the brush radius of canvas point ``(x, y)``.
 
         Each erased stroke is one undo step.  Returns the erased strokes.
         """
-        frame_idx = self.frame_idx if frame_idx is None else frame_idx
-        self._check_frame(frame_idx)
+        frame_idx = self._check_frame(self.frame_idx if frame_idx is None else frame_idx)
         radius = self.brush_width / 2.0 + 3.0
         point = np.array([x, y], dtype=np.float64)
         erased = []
@@ -453,7 +445,7 @@ class ScribbleCanvas(widgets.Box):
         for position in range(len(strokes) - 1, -1, -1):
             stroke = strokes[position]
             if _distance_to_polyline(point, normalised_to_canvas(stroke.path, self._canvas_size)) <= radius:
-                self._do(("delete", int(frame_idx), position, stroke), kind="erase", frame_idx=int(frame_idx), stroke=stroke)
+                self._do(("delete", frame_idx, position, stroke), kind="erase", frame_idx=frame_idx, stroke=stroke)
                 erased.append(stroke)
         return erased
 
@@ -495,7 +487,7 @@ class ScribbleCanvas(widgets.Box):
 
     def set_mask(self, frame_idx: int, mask) -> None:
         """Overlay one frame's ``(H, W)`` label map (or None to remove it); redraws if it is shown."""
-        self._check_frame(frame_idx)
+        frame_idx = self._check_frame(frame_idx)
         if mask is not None:
             mask = np.asarray(mask)
             if mask.shape != self._image_size:
@@ -528,14 +520,20 @@ class ScribbleCanvas(widgets.Box):
 
     # ------------------------------------------------------------------ event handlers
     def handle_mouse_down(self, x: float, y: float) -> None:
-        """Start a stroke (brush) or erase under the pointer (eraser); ``(x, y)`` in canvas pixels."""
+        """Start a stroke (brush) or erase under the pointer (eraser); ``(x, y)`` in canvas pixels.
+
+        A position that is not a finite number (see :meth:`_canvas_point`) is ignored.
+        """
+        point = self._canvas_point(x, y)
+        if point is None:
+            return
         if self.tool == "eraser":
             self._erasing = True
             self.erase_at(x, y)
             return
         if self._stroke is not None:  # a lost mouse-up: keep what was drawn
             self._finish_stroke()
-        self._stroke = [self._clip(x, y)]
+        self._stroke = [point]
         self._stroke_frame = self.frame_idx
         self._stroke_object = self.object_id
         self._stroke_start = time.monotonic() - self._t0
@@ -544,13 +542,16 @@ class ScribbleCanvas(widgets.Box):
         self._draw_live(force=True)
 
     def handle_mouse_move(self, x: float, y: float) -> None:
-        """Extend the stroke in progress; moves shorter than ``min_move`` pixels are dropped."""
+        """Extend the stroke in progress; moves shorter than ``min_move`` pixels are dropped,
+        and so is a position that is not finite (the rest of the stroke is kept)."""
+        point = self._canvas_point(x, y)
+        if point is None:
+            return
         if self._erasing:
             self.erase_at(x, y)
             return
         if self._stroke is None:
             return
-        point = self._clip(x, y)
         last = self._stroke[-1]
         if (point[0] - last[0]) ** 2 + (point[1] - last[1]) ** 2 < self.min_move ** 2:
             return
@@ -564,8 +565,8 @@ class ScribbleCanvas(widgets.Box):
             return
         if self._stroke is None:
             return
-        point = self._clip(x, y)
-        if point != self._stroke[-1]:
+        point = self._canvas_point(x, y)
+        if point is not None and point != self._stroke[-1]:
             self._stroke.append(point)
         self._finish_stroke()
 
@@ -706,12 +707,24 @@ class ScribbleCanvas(widgets.Box):
             draw()
 
     # ------------------------------------------------------------------ internals
-    def _clip(self, x: float, y: float) -> tuple[float, float]:
-        ch, cw = self._canvas_size
-        return (float(min(max(x, 0.0), cw)), float(min(max(y, 0.0), ch)))
+    def _canvas_point(self, x, y) -> tuple[float, float] | None:
+        """The mouse position clipped to the canvas, or None when it is not two finite numbers.
 
-    def _check_frame(self, frame_idx) -> None:
-        self._scribbles._check_frame(frame_idx)
+        A browser (or a script driving the handlers) may report NaN or infinity for one
+        move, e.g. while the pointer leaves the window; that point is dropped rather than
+        letting it reach the stroke, whose check would then throw the whole stroke away.
+        """
+        try:
+            x, y = float(x), float(y)
+        except (TypeError, ValueError):
+            return None
+        if not (math.isfinite(x) and math.isfinite(y)):
+            return None
+        ch, cw = self._canvas_size
+        return (min(max(x, 0.0), float(cw)), min(max(y, 0.0), float(ch)))
+
+    def _check_frame(self, frame_idx) -> int:
+        return self._scribbles._check_frame(frame_idx)
 
     def _set_masks_array(self, masks) -> None:
         masks = as_label_maps(masks, (self._n_frames,) + self._image_size)

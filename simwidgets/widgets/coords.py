@@ -26,21 +26,32 @@ __all__ = [
     "image_to_canvas_coordinates",
     "canvas_to_normalised",
     "normalised_to_canvas",
+    "MAX_CANVAS_ASPECT",
 ]
+
+#: a canvas is at most this many times taller than wide, or wider than tall
+MAX_CANVAS_ASPECT = 4
 
 
 def canvas_size_for(height: int, width: int, canvas_width: int) -> tuple[int, int]:
     """``(canvas_height, canvas_width)`` that shows a ``height x width`` frame at its aspect ratio.
 
-    The canvas width is the caller's; the height is rounded to whole pixels (at least 1).
+    The canvas width is the caller's; the height is rounded to whole pixels and kept within
+    ``canvas_width / 4 .. canvas_width * 4`` (rounded) (:data:`MAX_CANVAS_ASPECT`).  Every usual
+    format (4:3, 16:9, 9:16 portrait, 32:9) keeps its exact aspect ratio; a frame beyond
+    it (an 8x4000 strip) is shown stretched, since the conversions below scale each axis
+    on its own and stay exact.  Unbounded, such a strip at 640 pixels would make a canvas
+    of 640x320000 (four layers of 800 MB each) and a 1-pixel-high strip could not be
+    painted on.
     """
     if int(height) < 1 or int(width) < 1:
         raise BadInputError(f"cannot display a {width}x{height} frame")
     if isinstance(canvas_width, bool) or int(canvas_width) != canvas_width or canvas_width < 16:
         raise BadInputError(f"width must be an integer of at least 16 pixels; got {canvas_width!r}")
     canvas_width = int(canvas_width)
-    canvas_height = max(1, int(round(canvas_width * int(height) / int(width))))
-    return canvas_height, canvas_width
+    exact = int(round(canvas_width * int(height) / int(width)))
+    lowest, highest = max(1, round(canvas_width / MAX_CANVAS_ASPECT)), canvas_width * MAX_CANVAS_ASPECT
+    return min(max(exact, lowest), highest), canvas_width
 
 
 def _as_points(points) -> np.ndarray:

@@ -114,7 +114,7 @@ class ScribbleWidget(widgets.VBox):
         c.observe(self._refresh_objects, names=["object_id", "n_objects"])
         c.observe(self._refresh_status, names=["frame_idx", "n_strokes", "annotated_frames"])
         c.observe(self._refresh_history, names=["n_strokes"])
-        c.on_change(lambda event: self._refresh_history())
+        c.on_change(self._after_change)
         self._refresh_objects()
         self._refresh_status()
         self._refresh_history()
@@ -260,6 +260,11 @@ class ScribbleWidget(widgets.VBox):
         self.status.value = (
             f"<small>{c.n_strokes} strokes on frames [{shown}] · {saved}</small>"
         )
+
+    def _after_change(self, event) -> None:
+        """After any change: the history buttons, and the status (the autosave file may have moved)."""
+        self._refresh_history()
+        self._refresh_status()
 
     def _refresh_history(self, change=None) -> None:
         self.undo_button.disabled = not self.canvas.can_undo
