@@ -40,6 +40,7 @@ _LAZY = {
     "load_model": "models",
     "save_checkpoint": "models",
     "EmbeddingModel": "models",
+    "as_embedding": "models",
     "pick_device": "device",
     "describe_device": "device",
     "evaluate_masks": "evaluation",

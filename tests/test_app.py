@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from simwidgets.apps.segmentation import STRIP_HEIGHT, SegmentationApp, overlay_animation
+from simwidgets.apps.segmentation import STRIP_HEIGHT, SegmentationApp
+from simwidgets.export import overlay_animation
 from simwidgets.errors import BadInputError
 from simwidgets.video import load_sample, read_mask, synthetic_video
 

@@ -19,6 +19,8 @@ from PIL import Image
 
 from simwidgets.device import pick_device
 from simwidgets.errors import BadInputError
+from simwidgets.evaluation import evaluate_masks
+from simwidgets.export import overlay_animation, write_masks
 from simwidgets.models import SmallFCN, load_model, save_checkpoint
 from simwidgets.palette import object_colour, save_indexed_png
 from simwidgets.scribbles import Scribbles, Stroke
@@ -123,6 +125,26 @@ def lazy_then_read(tmp):
     return video.frames[2]  # ... and the bad frame fails when it is decoded
 
 
+def nan_checkpoint(tmp):
+    model = SmallFCN(dim=8, stride=8, width=8)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.fill_(float("nan"))
+    return save_checkpoint(model, tmp / "nan.pt")
+
+
+def a_file(tmp: Path) -> Path:
+    path = tmp / "taken"
+    path.write_text("a file where a folder should be")
+    return path
+
+
+def session():
+    from simwidgets.session import InteractiveSession
+
+    return InteractiveSession(VIDEO.frames, model="baseline")
+
+
 def saved_checkpoint(tmp):
     path = tmp / "model.pt"
     save_checkpoint(SmallFCN(dim=8, stride=8, width=8), path)
@@ -160,9 +182,9 @@ CATALOGUE = [
      r"frames of mixed sizes: .*00003\.png is 32x26, the first frame is 32x24"),
     ("a video without frames", lambda tmp: LazyFrames([]), r"a video needs at least one frame"),
     ("frames without colour channels", lambda tmp: VideoSequence("x", VIDEO.masks.astype(np.uint8)),
-     r"frames must have shape \(T, H, W, 3\)"),
+     r"frames must be RGB with shape \(T, H, W, 3\); got shape \(4, 24, 32\)"),
     ("frames not uint8", lambda tmp: VideoSequence("x", VIDEO.frames.astype(np.float32)),
-     r"frames must be uint8; got float32"),
+     r"frames must be uint8 RGB \(0\.\.255\); got dtype float32"),
     # ---- masks
     ("mask file missing", lambda tmp: read_mask(tmp / "gone.png"), r"mask file not found: .*gone\.png"),
     ("corrupt mask", lambda tmp: (mask_path(toy_folder(tmp), 0).write_bytes(b"not a png at all"), load_toy(tmp)),
@@ -257,8 +279,8 @@ CATALOGUE = [
      r"frame_idx 4 is outside the video \(0\.\.3\)"),
     ("negative frame index", lambda tmp: scribbles_with_stroke().rasterize(-1, H, W),
      r"frame_idx -1 is outside the video \(0\.\.3\)"),
-    ("frame index that is not an integer", lambda tmp: scribbles_with_stroke().pop_stroke(1.0),
-     r"frame_idx must be an integer; got 1\.0"),
+    ("frame index that is not a whole number", lambda tmp: scribbles_with_stroke().pop_stroke(1.5),
+     r"frame_idx must be an integer; got 1\.5"),
     # ---- empty scribbles
     ("empty stroke path", lambda tmp: from_json(scribble_json({0: [stroke_json(path=())]})),
      r"frame 0, stroke 0: empty path \(a stroke needs at least one point\)"),
@@ -286,6 +308,29 @@ CATALOGUE = [
      r"cannot read checkpoint .*model\.pt: corrupt, truncated"),
     ("checkpoint that is not one", lambda tmp: (torch.save({"a": 1}, tmp / "x.pt"), load_model(tmp / "x.pt")),
      r"x\.pt is not a simwidgets embedding checkpoint"),
+    ("a folder given as a checkpoint", lambda tmp: load_model(tmp), r"is a folder; a checkpoint is a \.pt file"),
+    ("checkpoint of NaN weights", lambda tmp: load_model(nan_checkpoint(tmp)),
+     r"NaN or infinite weights in \d+ tensor\(s\) .*training diverged"),
+    # ---- scores, exports, sessions
+    ("scoring zero frames", lambda tmp: evaluate_masks(np.zeros((0, H, W), np.uint8), np.zeros((0, H, W), np.uint8),
+                                                       object_ids=[1]),
+     r"pred has no pixels to score \(shape \(0, 24, 32\)\)"),
+    ("exporting masks into a file", lambda tmp: write_masks(VIDEO.masks, a_file(tmp)),
+     r"mask folder .*taken is a file; give a folder"),
+    ("exporting masks under a file", lambda tmp: write_masks(VIDEO.masks, a_file(tmp) / "masks"),
+     r"mask folder .*masks lies under .*taken, which is a file"),
+    ("a GIF under a file", lambda tmp: overlay_animation(VIDEO.frames, VIDEO.masks, a_file(tmp) / "a.gif"),
+     r"animation .*a\.gif lies under .*taken, which is a file"),
+    ("a fractional frame index", lambda tmp: session().add_stroke(1.5, [[0.5, 0.5]], 1),
+     r"frame_idx must be an integer; got 1\.5"),
+    ("a NaN frame index", lambda tmp: session().add_stroke(float("nan"), [[0.5, 0.5]], 1),
+     r"frame_idx must be an integer; got nan"),
+    ("a text object id", lambda tmp: session().add_stroke(0, [[0.5, 0.5]], "1"),
+     r"frame 0: object id must be an integer; got '1'"),
+    ("a mask of floats for a session", lambda tmp: session().add_mask(0, VIDEO.masks[0].astype(float)),
+     r"mask for frame 0 must hold integer object ids; got dtype float64"),
+    ("a mask with id 300 for a session", lambda tmp: session().add_mask(0, np.full((H, W), 300)),
+     r"mask for frame 0 holds id 300, outside -1\.\.255"),
 ]
 
 

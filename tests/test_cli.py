@@ -100,3 +100,73 @@ def test_mask_size_mismatch_is_named(tmp_path):
     )
     assert result.returncode == 2
     assert result.stderr.startswith("error: mask") and "30x20" in result.stderr and "Traceback" not in result.stderr
+
+
+# ----------------------------------------------------------------------------- output paths and odd options
+# Each is checked before any work, so a ten-minute evaluation never ends in a traceback.
+
+def _a_file(tmp: Path) -> Path:
+    path = tmp / "taken"
+    path.write_text("not a folder")
+    return path
+
+
+OUTPUT_ROWS = [
+    ("propagate --out is a file",
+     lambda t: ["propagate", "--davis-root", str(DAVIS), "--sequence", "dog-agility", "--first-mask",
+                "--out", str(_a_file(t))], r"--out .*taken is a file; give a folder"),
+    ("propagate --out under a file",
+     lambda t: ["propagate", "--davis-root", str(DAVIS), "--sequence", "dog-agility", "--first-mask",
+                "--out", str(_a_file(t) / "masks")], r"--out .*masks lies under .*taken, which is a file"),
+    ("evaluate --json under a file",
+     lambda t: ["evaluate", "--davis-root", str(DAVIS), "--sequences", "dog-agility",
+                "--json", str(_a_file(t) / "r.json")], r"--json .*r\.json lies under .*taken, which is a file"),
+    ("evaluate --json is a folder",
+     lambda t: ["evaluate", "--davis-root", str(DAVIS), "--sequences", "dog-agility", "--json", str(t)],
+     r"--json .* is a folder; give a file name"),
+    ("evaluate --save-masks is a file",
+     lambda t: ["evaluate", "--davis-root", str(DAVIS), "--sequences", "dog-agility", "--json", str(t / "r.json"),
+                "--save-masks", str(_a_file(t))], r"--save-masks .*taken is a file"),
+    ("train --out under a file",
+     lambda t: ["train", "--davis-root", str(DAVIS), "--out", str(_a_file(t) / "m.pt")],
+     r"--out .*m\.pt lies under .*taken, which is a file"),
+    ("train --out is a folder",
+     lambda t: ["train", "--davis-root", str(DAVIS), "--out", str(t)], r"--out .* is a folder; give a file name"),
+    ("--sequences naming nothing",
+     lambda t: ["evaluate", "--davis-root", str(DAVIS), "--sequences", ",", "--json", str(t / "r.json")],
+     r"--sequences ',' names no sequence; leave the option out to use all of them"),
+    ("--sequences naming one twice",
+     lambda t: ["evaluate", "--davis-root", str(DAVIS), "--sequences", "bear,bear", "--json", str(t / "r.json")],
+     r"--sequences names a sequence twice"),
+    ("train --val-sequences naming nothing",
+     lambda t: ["train", "--davis-root", str(DAVIS), "--out", str(t / "m.pt"), "--val-sequences", " , "],
+     r"--val-sequences ' , ' names no sequence"),
+]
+
+
+@pytest.mark.parametrize("row, argv, message", OUTPUT_ROWS, ids=[r for r, _, _ in OUTPUT_ROWS])
+def test_output_paths_and_odd_options_are_one_line_errors(row, argv, message, tmp_path, capsys):
+    import re
+
+    assert main(argv(tmp_path)) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: ") and "\n" not in err, err
+    assert re.search(message, err), err
+
+
+def test_output_path_errors_come_from_a_subprocess_without_traceback(tmp_path):
+    blocker = _a_file(tmp_path)
+    result = subprocess.run(
+        [sys.executable, "-m", "simwidgets", "evaluate", "--davis-root", str(DAVIS), "--sequences", "dog-agility",
+         "--json", str(blocker / "r.json")],
+        capture_output=True, text=True, timeout=120,
+    )
+    assert result.returncode == 2 and "Traceback" not in result.stderr and "lies under" in result.stderr
+
+
+def test_help_does_not_import_torch():
+    code = "import runpy, sys\ntry:\n    runpy.run_module('simwidgets', run_name='__main__')\nexcept SystemExit:\n    pass\nprint('torch' in sys.modules)"
+    for argv in (["--help"], ["train", "--help"]):
+        done = subprocess.run([sys.executable, "-c", code, *argv], capture_output=True, text=True, timeout=60)
+        assert done.returncode == 0, done.stderr
+        assert "usage:" in done.stdout and done.stdout.strip().endswith("False"), done.stdout[-200:]

@@ -71,6 +71,25 @@ def test_clip_needs_a_mask_on_every_frame(tmp_path, write_davis):
         VideoClip.from_davis(root, "nomask")
 
 
+def test_clip_reads_a_folder_as_the_video_loader_does(tmp_path, write_davis):
+    """Frames 0..10 named without zero padding: numeric order, masks paired by number
+    (a text sort once gave 0, 1, 10, 2, ...)."""
+    from PIL import Image
+
+    video = synthetic_video(n_frames=11, n_objects=2, height=16, width=24, seed=4)
+    frames = tmp_path / "JPEGImages" / "480p" / "toy"
+    masks = tmp_path / "Annotations" / "480p" / "toy"
+    frames.mkdir(parents=True)
+    masks.mkdir(parents=True)
+    for i in range(11):
+        Image.fromarray(video.frames[i]).save(frames / f"{i}.png")
+        Image.fromarray(video.masks[i].astype(np.uint8)).save(masks / f"{i}.png")
+    clip = VideoClip.from_davis(tmp_path, "toy")
+    for i in (2, 10):
+        np.testing.assert_array_equal(clip.frame(i), video.frames[i])
+        np.testing.assert_array_equal(clip.mask(i), video.masks[i])
+
+
 def test_binary_davis_masks_become_object_1(bear):
     clip = VideoClip.from_davis(__import__("simwidgets").sample_root(), "bear")
     assert set(np.unique(clip.mask(0)).tolist()) == {0, 1}

@@ -82,6 +82,8 @@ def _label_stack(masks, name: str) -> np.ndarray:
         array = array[None]
     if array.ndim != 3:
         raise BadInputError(f"{name} must be a (T, H, W) label array; got shape {array.shape}")
+    if array.size == 0:
+        raise BadInputError(f"{name} has no pixels to score (shape {array.shape}): a score needs at least one frame")
     if array.dtype == bool:
         return array.astype(np.int64)
     if not np.issubdtype(array.dtype, np.integer):

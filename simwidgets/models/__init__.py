@@ -7,6 +7,7 @@ Every embedding in simwidgets is an :class:`EmbeddingModel` (the contract is in
 * :mod:`~simwidgets.models.fcn` -- a small network trained from scratch;
 * :mod:`~simwidgets.models.pretrained` -- a fusion head on an ImageNet trunk
   (:mod:`~simwidgets.models.backbones`), the shipped default;
+* :mod:`~simwidgets.models.custom` -- :func:`as_embedding`: your own network, in one line;
 * :mod:`~simwidgets.models.checkpoint` -- save, load, and the shipped model.
 
 Importing this package imports every architecture, so the registry that
@@ -16,6 +17,7 @@ from . import baseline, fcn, pretrained  # noqa: F401  (each registers its archi
 from .backbones import load_backbone_weights, pretrained_weights_path
 from .base import EmbeddingModel, available_archs, build_model, coordinate_channels, register_arch
 from .baseline import ColourPositionEmbedding, rgb_to_lab
+from .custom import NetworkEmbedding, as_embedding
 from .checkpoint import CHECKPOINT_FORMAT, default_model_path, load_checkpoint, load_model, save_checkpoint
 from .fcn import SmallFCN
 from .pretrained import EfficientNetLiteEmbedding, MobileNetV2Embedding
@@ -26,6 +28,8 @@ __all__ = [
     "SmallFCN",
     "EfficientNetLiteEmbedding",
     "MobileNetV2Embedding",
+    "NetworkEmbedding",
+    "as_embedding",
     "register_arch",
     "build_model",
     "available_archs",

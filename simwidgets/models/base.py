@@ -30,7 +30,7 @@ from ..device import autocast_dtype, pick_device
 from ..checks import video_frames
 from ..errors import BadInputError
 
-__all__ = ["EmbeddingModel", "register_arch", "build_model", "available_archs", "coordinate_channels"]
+__all__ = ["EmbeddingModel", "register_arch", "build_model", "available_archs", "is_registered", "coordinate_channels"]
 
 _ARCHS: dict[str, type["EmbeddingModel"]] = {}
 
@@ -48,6 +48,11 @@ def register_arch(name: str) -> Callable[[type], type]:
 
 def available_archs() -> list[str]:
     return sorted(_ARCHS)
+
+
+def is_registered(model) -> bool:
+    """Whether ``model``'s architecture can be rebuilt by name (what a checkpoint needs)."""
+    return _ARCHS.get(getattr(model, "arch", None)) is type(model)
 
 
 def build_model(arch: str, **config) -> "EmbeddingModel":

@@ -16,7 +16,7 @@ import torch.nn.functional as F
 
 from .base import EmbeddingModel, register_arch
 
-__all__ = ["ColourPositionEmbedding", "rgb_to_lab"]
+__all__ = ["ColourPositionEmbedding", "rgb_to_lab", "cell_colour"]
 
 
 def rgb_to_lab(rgb: torch.Tensor) -> torch.Tensor:
@@ -38,6 +38,22 @@ def rgb_to_lab(rgb: torch.Tensor) -> torch.Tensor:
     a = 500.0 * (f[:, 0] - f[:, 1])
     b = 200.0 * (f[:, 1] - f[:, 2])
     return torch.stack([L, a, b], dim=1)
+
+
+def cell_colour(x: torch.Tensor, stride: int) -> torch.Tensor:
+    """Mean CIE L*a*b* colour of each ``stride x stride`` cell of ``(B, 3, H, W)`` frames in
+    [0, 1], centred and scaled to about [-0.5, 0.5] (L/100 - 0.5, a/100, b/100).
+
+    Colour is a measurement, not a learned feature: computed in float32 even under
+    autocast (bfloat16 would round L* by up to 0.4), for the baseline and for every
+    network that appends colour channels.
+    """
+    with torch.autocast(device_type=x.device.type, enabled=False):
+        x = x.float()
+        if stride > 1:
+            x = F.avg_pool2d(x, stride, stride, ceil_mode=True)
+        lab = rgb_to_lab(x.clamp(0, 1))
+        return torch.stack([(lab[:, 0] - 50.0) / 100.0, lab[:, 1] / 100.0, lab[:, 2] / 100.0], dim=1)
 
 
 @register_arch("baseline-colour-position")
@@ -63,10 +79,6 @@ class ColourPositionEmbedding(EmbeddingModel):
         return {"stride": self.stride, "colour_weight": self.colour_weight, "coord_weight": self.coord_weight}
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
-        x = x.float()
-        if self.stride > 1:
-            x = F.avg_pool2d(x, self.stride, self.stride, ceil_mode=True)
-        lab = rgb_to_lab(x.clamp(0, 1))
-        centred = torch.stack([(lab[:, 0] - 50.0) / 100.0, lab[:, 1] / 100.0, lab[:, 2] / 100.0], dim=1)
+        centred = cell_colour(x, self.stride)
         constant = torch.ones_like(centred[:, :1])
         return torch.cat([centred * self.colour_weight, constant], dim=1)

@@ -13,7 +13,7 @@ import torch
 
 from .. import __version__
 from ..errors import BadInputError
-from .base import EmbeddingModel, build_model
+from .base import EmbeddingModel, build_model, is_registered
 
 __all__ = ["save_checkpoint", "load_checkpoint", "load_model", "default_model_path", "CHECKPOINT_FORMAT"]
 
@@ -31,6 +31,11 @@ def save_checkpoint(model: EmbeddingModel, path: str | Path, training: dict | No
     ``torch.load(weights_only=True)``; anything else is refused here, before writing,
     rather than producing a file that cannot be read back.
     """
+    if not is_registered(model):
+        raise BadInputError(
+            f"a {type(model).__name__} (arch {model.arch!r}) is not a registered architecture, so no checkpoint "
+            "could rebuild it; save its network's own state_dict with torch.save instead"
+        )
     path = Path(path)
     training = _plain_record(dict(training or {}), "training record")
     path.parent.mkdir(parents=True, exist_ok=True)

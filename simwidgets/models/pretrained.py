@@ -16,6 +16,7 @@ from torch import nn
 from ..errors import BadInputError
 from .backbones import EfficientNetLite0, MobileNetV2Features, load_backbone_weights
 from .base import EmbeddingModel, coordinate_channels, register_arch
+from .baseline import cell_colour
 
 __all__ = ["EfficientNetLiteEmbedding", "MobileNetV2Embedding"]
 
@@ -98,12 +99,6 @@ class _BackboneEmbedding(EmbeddingModel):
         return {**super().config(), "head_width": self.head_width, "top_stride": self.top_stride,
                 "colour_weight": self.colour_weight}
 
-    def backbone_parameters(self):
-        return self.backbone.parameters()
-
-    def head_parameters(self):
-        return self.head.parameters()
-
     def _assemble(self, levels: dict[int, torch.Tensor], x: torch.Tensor) -> torch.Tensor:
         feats = self.head(levels)
         if self.colour_weight > 0:
@@ -111,16 +106,9 @@ class _BackboneEmbedding(EmbeddingModel):
             # set a definite balance: with a constant learned part this is exactly the
             # hand-crafted baseline (its constant channel); where the learned cosine is
             # low, colour and position cannot make two cells similar.
-            # Colour is a measurement, not a learned feature: float32 even under autocast
-            # (bfloat16 would round L* by up to 0.4), as is everything after the network.
             feats = F.normalize(feats.float(), dim=1)
-            from .baseline import rgb_to_lab
-
-            with torch.autocast(device_type=x.device.type, enabled=False):
-                pooled = F.avg_pool2d(x.float(), self.stride, self.stride, ceil_mode=True)
-                lab = rgb_to_lab(pooled[..., : feats.shape[-2], : feats.shape[-1]].clamp(0, 1))
-                colour = torch.stack([(lab[:, 0] - 50.0) / 100.0, lab[:, 1] / 100.0, lab[:, 2] / 100.0], dim=1)
-                feats = torch.cat([feats, colour * self.log_colour_scale.exp().float()], dim=1)
+            colour = cell_colour(x, self.stride)[..., : feats.shape[-2], : feats.shape[-1]]
+            feats = torch.cat([feats, colour * self.log_colour_scale.exp().float()], dim=1)
         return feats
 
     def features(self, x: torch.Tensor) -> torch.Tensor:

@@ -17,7 +17,7 @@ import torch
 from PIL import Image
 
 from ..errors import BadInputError
-from ..video import list_sequences, read_image, read_mask
+from ..video import load_davis_sequence
 from .sampling import UNKNOWN
 
 __all__ = ["VideoClip", "PairBatch", "PairSampler", "default_split", "load_davis_clips", "SHIPPED_SAMPLES"]
@@ -30,10 +30,10 @@ SHIPPED_SAMPLES = ("bear", "dog-agility", "tennis")
 class VideoClip:
     """A video with a mask on every frame, read frame by frame.
 
-    Either in memory (:meth:`from_sequence`, e.g. a synthetic video) or as file paths in
-    a DAVIS folder (:meth:`from_davis`), decoded on demand so that twenty full-resolution
-    videos never sit in memory at once.  Masks come back as ``(H, W)`` int64 ids
-    (binary 0/255 annotations become 0/1).
+    From a :class:`~simwidgets.video.VideoSequence` (:meth:`from_sequence`, e.g. a
+    synthetic video) or a DAVIS folder (:meth:`from_davis`, frames decoded on demand so
+    that twenty full-resolution videos never sit in memory at once as RGB; their uint8
+    masks do, a third of the size).  Masks come back as ``(H, W)`` int64 ids.
     """
 
     def __init__(self, name: str, n_frames: int, frame: Callable[[int], np.ndarray], mask: Callable[[int], np.ndarray]):
@@ -57,34 +57,22 @@ class VideoClip:
     def from_sequence(cls, sequence) -> "VideoClip":
         """From a :class:`simwidgets.video.VideoSequence` that has masks."""
         if sequence.masks is None:
-            raise BadInputError(f"sequence {sequence.name!r} has no masks; training needs a mask on every frame")
+            raise BadInputError(f"sequence {sequence.name!r} has no masks; training needs a mask for every frame")
         frames, masks = sequence.frames, sequence.masks
         return cls(sequence.name, sequence.n_frames, lambda t: np.asarray(frames[t]), lambda t: np.asarray(masks[t], dtype=np.int64))
 
     @classmethod
     def from_davis(cls, root: str | Path, name: str, resolution: str = "480p") -> "VideoClip":
-        """From a DAVIS-layout folder: every frame of ``name`` must have an annotation."""
-        root = Path(root)
-        frame_dir = root / "JPEGImages" / resolution / name
-        mask_dir = root / "Annotations" / resolution / name
-        if not frame_dir.is_dir():
-            known = ", ".join(list_sequences(root, resolution)) or "none"
-            raise BadInputError(f"unknown sequence {name!r} in {root} (known: {known})")
-        frames = sorted(p for p in frame_dir.iterdir() if p.suffix.lower() in (".jpg", ".jpeg", ".png"))
-        masks = sorted(mask_dir.glob("*.png")) if mask_dir.is_dir() else []
-        if len(masks) != len(frames):
-            raise BadInputError(
-                f"sequence {name!r}: training needs a mask for every frame; found {len(frames)} frames and "
-                f"{len(masks)} masks in {mask_dir}"
-            )
+        """From a DAVIS-layout folder: every frame of ``name`` must have an annotation.
 
-        def mask(t):
-            values = read_mask(masks[t]).astype(np.int64)
-            if values.max() == 255 and set(np.unique(values).tolist()) <= {0, 255}:
-                values = (values > 0).astype(np.int64)
-            return values
-
-        return cls(name, len(frames), lambda t: read_image(frames[t]), mask)
+        Read by :func:`simwidgets.video.load_davis_sequence` (frames decoded on demand;
+        masks paired with frames by number, binary 0/255 masks as object 1), so training
+        reads a folder exactly as the rest of simwidgets does.
+        """
+        sequence = load_davis_sequence(root, name, resolution, lazy=True)
+        if sequence.masks is None:
+            raise BadInputError(f"sequence {name!r} has no Annotations folder; training needs a mask for every frame")
+        return cls.from_sequence(sequence)
 
     def materialise(self, max_frames: int | None = None, scale: float = 1.0) -> tuple[np.ndarray, np.ndarray]:
         """All (or the first ``max_frames``) frames and masks as arrays, optionally resized.

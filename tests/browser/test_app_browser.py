@@ -27,7 +27,7 @@ import numpy as np
 from PIL import Image
 from scipy import ndimage
 import simwidgets as sw
-from simwidgets.apps.segmentation import SegmentationApp
+from simwidgets.apps import SegmentationApp
 from simwidgets.scribbles import atomic_write_text
 atomic_write_text(PID, json.dumps({'pid': os.getpid()}))
 full = sw.load_sample('bear', lazy=True).clip(35, 45)
