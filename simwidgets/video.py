@@ -36,6 +36,7 @@ from PIL import Image, UnidentifiedImageError
 
 from . import checks
 from .errors import BadInputError
+from .resources import shipped_file
 from .scribbles import Scribbles
 
 __all__ = [
@@ -58,13 +59,11 @@ _BINARY_WHITE = {"1": 1, "L": 255, "P": 255, "I;16": 65535, "I;16B": 65535, "I;1
 
 
 def sample_root() -> Path:
-    """The DAVIS-layout sample shipped in the repository's ``data/davis`` folder."""
-    root = Path(__file__).resolve().parent.parent / "data" / "davis"
+    """The DAVIS-layout sample shipped with simwidgets (``data/davis`` of the repository,
+    inside the package when installed from a wheel; see :mod:`simwidgets.resources`)."""
+    root = shipped_file("davis")
     if not root.is_dir():
-        raise BadInputError(
-            f"the shipped sample is missing: {root} does not exist "
-            "(simwidgets must be installed from a checkout of the repository)"
-        )
+        raise BadInputError(f"the shipped sample is missing: {root} does not exist; reinstall simwidgets")
     return root
 
 

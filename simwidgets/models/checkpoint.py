@@ -13,14 +13,15 @@ import torch
 
 from .. import __version__
 from ..errors import BadInputError
+from ..resources import shipped_file
 from .base import EmbeddingModel, build_model, is_registered
 
 __all__ = ["save_checkpoint", "load_checkpoint", "load_model", "default_model_path", "CHECKPOINT_FORMAT"]
 
 CHECKPOINT_FORMAT = "simwidgets-embedding"
 CHECKPOINT_VERSION = 1
-#: where the shipped trained model lives
-DEFAULT_MODEL_FILE = Path(__file__).resolve().parents[2] / "data" / "models" / "default.pt"
+#: where the shipped trained model lives (in a checkout and in an installed wheel alike)
+DEFAULT_MODEL_FILE = shipped_file("models", "default.pt")
 
 
 def save_checkpoint(model: EmbeddingModel, path: str | Path, training: dict | None = None) -> Path:
@@ -179,5 +180,5 @@ def load_model(
 
 
 def default_model_path() -> Path | None:
-    """The shipped trained model (``data/models/default.pt`` of the checkout), if present."""
+    """The shipped trained model (``data/models/default.pt``), if present."""
     return DEFAULT_MODEL_FILE if DEFAULT_MODEL_FILE.is_file() else None
