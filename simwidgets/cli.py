@@ -135,7 +135,12 @@ def build_parser() -> argparse.ArgumentParser:
     source = prop.add_mutually_exclusive_group(required=True)
     source.add_argument("--scribbles", type=Path, help="a DAVIS scribble JSON file")
     source.add_argument("--first-mask", action="store_true", help="use the ground-truth mask of frame 0")
+    source.add_argument("--masks", type=Path,
+                        help="a folder of reference masks named by frame number (00040.png is frame 40)")
     prop.add_argument("--out", required=True, type=Path, help="folder for the %%05d.png masks")
+    prop.add_argument("--coco", type=Path, default=None, help="also write the masks as COCO run-length JSON")
+    prop.add_argument("--mp4", type=Path, default=None, help="also write an overlay video (H.264 MP4)")
+    prop.add_argument("--gif", type=Path, default=None, help="also write an overlay animation (GIF)")
     _add_transfer_arguments(prop)
 
     ev = commands.add_parser("evaluate", help="J, F and J&F over sequences")
@@ -155,18 +160,23 @@ def build_parser() -> argparse.ArgumentParser:
 # ----------------------------------------------------------------------------- propagate
 
 def cmd_propagate(args) -> int:
+    from . import export
     from .device import describe_device
-    from .export import write_masks
     from .scribbles import Scribbles
     from .transfer import LabelTransfer
-    from .video import load_davis_sequence
+    from .video import load_davis_sequence, read_mask_folder
 
     output_folder(args.out, "--out")
+    for option in ("coco", "mp4", "gif"):
+        if getattr(args, option) is not None:
+            output_file(getattr(args, option), f"--{option}")
     video = load_davis_sequence(args.davis_root, args.sequence, lazy=True)
     if args.first_mask:
         if video.masks is None:
             raise BadInputError(f"--first-mask: sequence {args.sequence!r} has no Annotations folder")
         references = {0: video.masks[0]}
+    elif args.masks is not None:
+        references = read_mask_folder(args.masks, n_frames=video.n_frames, size=video.size)
     else:
         references = Scribbles.load(args.scribbles, n_frames=video.n_frames)
     engine = LabelTransfer(video.frames, model=args.model, config=_transfer_config(args), device=args.device)
@@ -174,10 +184,17 @@ def cmd_propagate(args) -> int:
     start = time.perf_counter()
     result = engine.propagate(references)
     seconds = time.perf_counter() - start
-    write_masks(result.masks, args.out)
+    export.write_masks(result.masks, args.out)
+    written = [args.out]
+    if args.coco is not None:
+        written.append(export.write_coco(result.masks, args.coco, video=args.sequence))
+    if args.mp4 is not None:
+        written.append(export.overlay_video(video.frames, result.masks, args.mp4))
+    if args.gif is not None:
+        written.append(export.overlay_animation(video.frames, result.masks, args.gif))
     print(
         f"{args.sequence}: {video.n_frames} frames in {seconds:.2f} s "
-        f"({seconds / video.n_frames:.3f} s per frame, embedding included); masks in {args.out}"
+        f"({seconds / video.n_frames:.3f} s per frame, embedding included); wrote {', '.join(map(str, written))}"
     )
     return 0
 

@@ -48,6 +48,7 @@ __all__ = [
     "load_sample",
     "read_image",
     "read_mask",
+    "read_mask_folder",
     "natural_key",
     "synthetic_video",
 ]
@@ -394,6 +395,38 @@ def _load_masks(paths: list[Path], size: tuple[int, int]) -> np.ndarray:
                 "(the DAVIS palette), or the mask binary (0 and 255, or 0 and 65535)"
             )
     return np.stack([values for _, values, _ in raw]).astype(np.uint8)
+
+
+def read_mask_folder(folder: str | Path, n_frames: int | None = None,
+                     size: tuple[int, int] | None = None) -> dict[int, np.ndarray]:
+    """Masks of some frames, from a folder of PNGs named by frame number, as references.
+
+    ``{frame_idx: (H, W) uint8 object ids}``: ``00040.png`` is frame 40 (the number in the
+    name, as everywhere in simwidgets; a name without a number is an error).  The same
+    rules as a sequence's Annotations: binary 0/255 (or 0/65535) masks become object 1,
+    indexed masks keep their ids.  ``n_frames`` and ``size`` ``(H, W)``, when given, are
+    checked (a mask for frame 90 of an 80-frame video is an error, not ignored).
+    """
+    folder = Path(folder)
+    if not _is_folder(folder, "mask folder"):
+        raise BadInputError(f"mask folder not found: {folder}")
+    paths = _files(folder, (".png",), "mask folder")
+    if not paths:
+        raise BadInputError(f"no .png masks in {folder}")
+    numbers = []
+    for path in paths:
+        number = _frame_number(path)
+        if number is None:
+            raise BadInputError(f"mask {path.name} in {folder} has no frame number in its name")
+        if number in numbers:
+            raise BadInputError(f"two masks of frame {number} in {folder}")
+        if n_frames is not None and number >= n_frames:
+            raise BadInputError(f"mask {path.name} is for frame {number}; the video has frames 0..{n_frames - 1}")
+        numbers.append(number)
+    if size is None:
+        size = _decode_mask(paths[0])[0].shape
+    masks = _load_masks(paths, tuple(size))
+    return dict(zip(numbers, masks))
 
 
 def _load_scribbles(folder: Path, n_frames: int) -> dict[str, Scribbles]:

@@ -9,7 +9,7 @@ import pytest
 from PIL import Image
 
 from simwidgets.apps.segmentation import STRIP_HEIGHT, SegmentationApp
-from simwidgets.export import overlay_animation
+from simwidgets.export import overlay_animation, overlay_video
 from simwidgets.errors import BadInputError
 from simwidgets.video import load_sample, read_mask, synthetic_video
 
@@ -72,7 +72,7 @@ def painted(app, clip):
 
 def test_initial_state(app, clip):
     assert app.propagate_button.disabled is False
-    assert app.suggest_button.disabled and app.export_button.disabled and app.animation_button.disabled
+    assert app.suggest_button.disabled and app.export_button.disabled
     assert app.result is None and app.masks is None and not app.busy
     assert app.strip_image.shape == (STRIP_HEIGHT, app.canvas.canvas_size[1], 3)
     assert "Propagate" in app.status.value
@@ -183,7 +183,7 @@ def test_exports(painted, clip, tmp_path):
     app.export_button.click()  # disabled state is cosmetic: a click before a round explains itself
     assert "press Propagate first" in app.status.value
     app.propagate_button.click()
-    app.export_folder.value = str(tmp_path / "out")
+    app.export_path.value = str(tmp_path / "out")
     app.export_button.click()
     written = sorted((tmp_path / "out").glob("*.png"))
     assert [p.name for p in written] == [f"{i:05d}.png" for i in range(clip.n_frames)]
@@ -191,8 +191,10 @@ def test_exports(painted, clip, tmp_path):
         with Image.open(path) as image:
             assert image.mode == "P"
         assert np.array_equal(read_mask(path), app.result.masks[i])
-    app.animation_path.value = str(tmp_path / "anim.gif")
-    app.animation_button.click()
+    app.export_format.value = "GIF overlay"
+    assert app.export_path.value.endswith("_overlay.gif")  # the path follows the format
+    app.export_path.value = str(tmp_path / "anim.gif")
+    app.export_button.click()
     with Image.open(tmp_path / "anim.gif") as gif:
         assert gif.n_frames == clip.n_frames and gif.size == (480, 270)
         gif.seek(ANNOTATED)
@@ -201,6 +203,56 @@ def test_exports(painted, clip, tmp_path):
     bear = np.asarray(Image.fromarray(app.result.masks[ANNOTATED]).resize((480, 270), Image.NEAREST)) == 1
     assert (frame[bear, 0] - frame[bear, 1]).mean() > (frame[~bear, 0] - frame[~bear, 1]).mean() + 30
     assert "anim.gif" in app.status.value
+
+
+def test_coco_and_mp4_exports_read_back(painted, clip, tmp_path):
+    """COCO run-length JSON decodes (pycocotools) to exactly the masks; the MP4 decodes
+    (PyAV) to every frame, with the object tinted where the masks say."""
+    import av
+    from pycocotools.coco import COCO
+
+    from simwidgets.export import read_coco
+
+    app = painted
+    app.propagate_button.click()
+    app.export_format.value = "COCO RLE"
+    app.export_path.value = str(tmp_path / "masks.json")
+    app.export_button.click()
+    assert np.array_equal(read_coco(tmp_path / "masks.json"), app.result.masks)
+    coco = COCO(str(tmp_path / "masks.json"))
+    assert len(coco.getImgIds()) == clip.n_frames and coco.getCatIds() == [1]
+    ann = coco.loadAnns(coco.getAnnIds(imgIds=[ANNOTATED]))[0]
+    assert np.array_equal(coco.annToMask(ann).astype(bool), app.result.masks[ANNOTATED] == 1)
+    app.export_format.value = "MP4 overlay"
+    app.export_path.value = str(tmp_path / "overlay.mp4")
+    app.export_button.click()
+    with av.open(str(tmp_path / "overlay.mp4")) as video:
+        frames = [f.to_ndarray(format="rgb24") for f in video.decode(video=0)]
+    height, width = clip.frames.shape[1:3]
+    assert len(frames) == clip.n_frames and frames[0].shape[:2] == (height - height % 2, width - width % 2)
+    frame = frames[ANNOTATED].astype(int)
+    bear = app.result.masks[ANNOTATED][: frame.shape[0], : frame.shape[1]] == 1
+    assert (frame[bear, 0] - frame[bear, 1]).mean() > (frame[~bear, 0] - frame[~bear, 1]).mean() + 30
+    assert "overlay.mp4" in app.status.value
+
+
+def test_imported_masks_become_references(clip, tmp_path):
+    """A folder of masks named by frame number (here: the true mask of one frame, from
+    another tool) is a reference like a stroke: that frame comes out as given."""
+    from simwidgets.palette import save_indexed_png
+
+    folder = tmp_path / "given"
+    folder.mkdir()
+    save_indexed_png(clip.masks[3], folder / "00003.png")
+    app = SegmentationApp(clip, model="baseline", autosave=False)
+    app.import_path.value = str(folder)
+    app.import_button.click()
+    assert "frames 3" in app.status.value
+    app.propagate_button.click()
+    assert np.mean(app.result.masks[3] == clip.masks[3]) > 0.97  # cells are clamped; pixels upsampled
+    save_indexed_png(clip.masks[0], folder / "00099.png")
+    app.import_button.click()  # a mask for a frame the video does not have
+    assert "for frame 99; the video has frames 0.." in app.status.value
 
 
 def test_failed_round_leaves_the_widget_consistent(painted, clip, monkeypatch):
@@ -222,8 +274,9 @@ def test_failed_round_leaves_the_widget_consistent(painted, clip, monkeypatch):
     assert app.progress.layout.visibility == "hidden"
     assert app.result is result_before
     assert all(np.array_equal(a, b) for a, b in zip(app.canvas.masks, masks_before))
-    app.animation_path.value = "overlay.mp4"  # a later, different error replaces the message
-    app.animation_button.click()
+    app.export_format.value = "GIF overlay"  # a later, different error replaces the message
+    app.export_path.value = "overlay.mp4"
+    app.export_button.click()
     assert "give a .gif path" in app.status.value and "out of memory" not in app.status.value
     monkeypatch.setattr(app.session, "propagate", original)
     app.propagate_button.click()  # and the next round works, with the new strokes
@@ -253,6 +306,8 @@ def test_long_video_strip(tmp_path):
 def test_overlay_animation_bad_input(clip, tmp_path):
     with pytest.raises(BadInputError, match="GIF"):
         overlay_animation(clip.frames, clip.masks, tmp_path / "a.mp4")
+    with pytest.raises(BadInputError, match="give a .mp4 path"):
+        overlay_video(clip.frames, clip.masks, tmp_path / "a.gif")
     with pytest.raises(BadInputError, match="frames but"):
         overlay_animation(clip.frames, clip.masks[:3], tmp_path / "a.gif")
     with pytest.raises(BadInputError, match="fps"):

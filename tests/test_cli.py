@@ -170,3 +170,41 @@ def test_help_does_not_import_torch():
         done = subprocess.run([sys.executable, "-c", code, *argv], capture_output=True, text=True, timeout=60)
         assert done.returncode == 0, done.stderr
         assert "usage:" in done.stdout and done.stdout.strip().endswith("False"), done.stdout[-200:]
+
+
+def test_propagate_from_a_mask_folder_with_every_export(tmp_path, capsys):
+    """References from a folder of masks named by frame number (frame 10 of dog-agility),
+    and the COCO, MP4 and GIF exports beside the PNGs."""
+    import av
+    from simwidgets.export import read_coco
+    from simwidgets.palette import save_indexed_png
+
+    given = tmp_path / "given"
+    given.mkdir()
+    gt = np.asarray(Image.open(DAVIS / "Annotations/480p/dog-agility/00010.png")) > 0
+    save_indexed_png(gt.astype(np.uint8), given / "00010.png")
+    out = tmp_path / "masks"
+    code = main(["propagate", "--davis-root", str(DAVIS), "--sequence", "dog-agility", "--masks", str(given),
+                 "--model", "baseline", "--out", str(out), "--coco", str(tmp_path / "m.json"),
+                 "--mp4", str(tmp_path / "o.mp4"), "--gif", str(tmp_path / "o.gif")])
+    assert code == 0, capsys.readouterr().err
+    pngs = sorted(out.glob("*.png"))
+    masks = np.stack([np.asarray(Image.open(p)) for p in pngs])
+    assert len(pngs) == 25 and np.mean((masks[10] > 0) == gt) > 0.97
+    assert np.array_equal(read_coco(tmp_path / "m.json"), masks)
+    with av.open(str(tmp_path / "o.mp4")) as video:
+        assert sum(1 for _ in video.decode(video=0)) == 25
+    assert (tmp_path / "o.gif").stat().st_size > 0
+    assert "m.json" in capsys.readouterr().out
+
+
+def test_a_mask_folder_for_frames_the_video_lacks_is_named(tmp_path, capsys):
+    from simwidgets.palette import save_indexed_png
+
+    given = tmp_path / "given"
+    given.mkdir()
+    save_indexed_png(np.zeros((480, 854), np.uint8), given / "00030.png")
+    code = main(["propagate", "--davis-root", str(DAVIS), "--sequence", "dog-agility", "--masks", str(given),
+                 "--model", "baseline", "--out", str(tmp_path / "o")])
+    assert code == 2
+    assert "mask 00030.png is for frame 30; the video has frames 0..24" in capsys.readouterr().err

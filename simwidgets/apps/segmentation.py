@@ -2,7 +2,7 @@
 
 ::
 
-    from simwidgets.apps.segmentation import SegmentationApp
+    from simwidgets.apps import SegmentationApp
     app = SegmentationApp(sw.load_sample("bear"), model="default")
     app            # paint, press Propagate, click the strip, correct, export
 
@@ -18,8 +18,10 @@ undo, frame slider, autosave) with the controls of an interactive session:
   frame shown; clicking it shows that frame;
 * **Suggest next frame** jumps to the least certain frame without strokes;
 * **options** (temporal propagation, top-k, temperature, window) for the next round;
-* **Export masks** (DAVIS palette PNGs ``<folder>/%05d.png``) and **Export GIF** (the
-  overlay animation).
+* **Export** the masks as DAVIS palette PNGs (``<folder>/%05d.png``), COCO run-length
+  JSON, or the overlay as an MP4 or a GIF (:mod:`simwidgets.export`);
+* **Use as references**: a folder of masks named by frame number (a mask from another
+  tool, or an earlier export) joins the strokes as references for the next round.
 
 The widget stays consistent when work fails or is long: buttons are disabled while it
 works (``busy`` is True), the previous masks stay until a round succeeds, an error is
@@ -38,13 +40,17 @@ import traitlets
 from ipycanvas import Canvas, hold_canvas
 
 from ..errors import BadInputError
-from ..export import overlay_animation, write_masks
+from ..export import overlay_animation, overlay_video, write_coco, write_masks
 from ..session import InteractiveSession
+from ..video import read_mask_folder
 from ..widgets import ScribbleWidget
 
 __all__ = ["SegmentationApp"]
 
 STRIP_HEIGHT = 30
+#: what the Export button writes: format -> the suffix of its default path
+EXPORT_FORMATS = {"PNG masks": "_masks", "COCO RLE": "_masks.coco.json", "MP4 overlay": "_overlay.mp4",
+                  "GIF overlay": "_overlay.gif"}
 _MARK = 4  # rows of the strip used for the "has strokes" mark
 
 
@@ -139,25 +145,29 @@ class SegmentationApp(widgets.VBox):
         self.strip.on_client_ready(self._draw_strip)
         self.strip_image = np.zeros((STRIP_HEIGHT, cw, 3), np.uint8)
 
-        # export
+        # export (one path, one format) and import of reference masks
         stem = self.canvas.name or "video"
-        self.export_folder = widgets.Text(value=f"{stem}_masks", description="masks to",
-                                          style={"description_width": "60px"}, layout=widgets.Layout(width="260px"))
-        self.export_button = widgets.Button(description="Export masks", icon="download", disabled=True)
-        self.animation_path = widgets.Text(value=f"{stem}_overlay.gif", description="GIF to",
-                                           style={"description_width": "50px"}, layout=widgets.Layout(width="260px"))
-        self.animation_button = widgets.Button(description="Export GIF", icon="film", disabled=True)
-        self.export_button.on_click(lambda _: self._run_guarded(lambda: self.export_masks(self.export_folder.value)))
-        self.animation_button.on_click(
-            lambda _: self._run_guarded(lambda: self.export_animation(self.animation_path.value)))
+        self.export_format = widgets.Dropdown(options=list(EXPORT_FORMATS), value="PNG masks", description="export",
+                                              style={"description_width": "50px"}, layout=widgets.Layout(width="190px"))
+        self.export_path = widgets.Text(value=f"{stem}_masks", description="to", style={"description_width": "20px"},
+                                        layout=widgets.Layout(width="280px"))
+        self.export_button = widgets.Button(description="Export", icon="download", disabled=True)
+        self.export_format.observe(self._on_export_format, names="value")
+        self.export_button.on_click(
+            lambda _: self._run_guarded(lambda: self.export(self.export_path.value, self.export_format.value)))
+        self.import_path = widgets.Text(value="", placeholder="folder of masks named by frame number",
+                                        description="masks from", style={"description_width": "75px"},
+                                        layout=widgets.Layout(width="380px"))
+        self.import_button = widgets.Button(description="Use as references", icon="upload")
+        self.import_button.on_click(lambda _: self._run_guarded(lambda: self.import_masks(self.import_path.value)))
 
         self.status = widgets.HTML("<small>Paint strokes (object 1, background 0…), then press Propagate.</small>")
         self.canvas.observe(lambda _: self._draw_strip(), names=["frame_idx", "annotated_frames"])
 
         run = widgets.HBox([self.propagate_button, self.progress, self.progress_label, self.suggest_button],
                            layout=widgets.Layout(align_items="center", flex_flow="row wrap"))
-        export = widgets.HBox([self.export_folder, self.export_button, self.animation_path, self.animation_button],
-                              layout=widgets.Layout(flex_flow="row wrap"))
+        export = widgets.HBox([self.export_format, self.export_path, self.export_button, self.import_path,
+                               self.import_button], layout=widgets.Layout(flex_flow="row wrap"))
         strip_help = widgets.HTML("<small>confidence per frame (taller/redder = less sure; orange = has strokes; "
                                   "click to show a frame)</small>")
         super().__init__(children=[self.editor, self.strip, strip_help, run, self.options, export, self.status],
@@ -190,7 +200,7 @@ class SegmentationApp(widgets.VBox):
         self.propagate_button.disabled = busy
         self.suggest_button.disabled = busy or not has_result
         self.export_button.disabled = busy or not has_result
-        self.animation_button.disabled = busy or not has_result
+        self.import_button.disabled = busy
 
     def _say(self, text: str, error: bool = False) -> None:
         colour = "#b00" if error else "#333"
@@ -270,22 +280,61 @@ class SegmentationApp(widgets.VBox):
                   "correct it and press Propagate")
         return frame_idx
 
-    def export_masks(self, folder) -> list[Path]:
-        """Write the last masks as DAVIS palette PNGs ``folder/%05d.png``."""
+    def _result_masks(self) -> np.ndarray:
         if self.session.result is None:
             raise BadInputError("nothing to export yet: press Propagate first")
-        paths = write_masks(self.session.result.masks, folder)
+        return self.session.result.masks
+
+    def _on_export_format(self, change) -> None:
+        """Suggest a path of the chosen format (a folder for PNGs, a file otherwise)."""
+        stem = self.canvas.name or "video"
+        self.export_path.value = f"{stem}{EXPORT_FORMATS[change['new']]}"
+
+    def export(self, path, fmt: str = "PNG masks"):
+        """Write the last masks in one of :data:`EXPORT_FORMATS` (what the Export button does)."""
+        writers = {"PNG masks": self.export_masks, "COCO RLE": self.export_coco, "MP4 overlay": self.export_video,
+                   "GIF overlay": self.export_animation}
+        if fmt not in writers:
+            raise BadInputError(f"unknown export format {fmt!r} (choose from: {', '.join(writers)})")
+        return writers[fmt](path)
+
+    def export_masks(self, folder) -> list[Path]:
+        """Write the last masks as DAVIS palette PNGs ``folder/%05d.png``."""
+        paths = write_masks(self._result_masks(), folder)
         self._say(f"wrote {len(paths)} masks to <code>{html.escape(str(folder))}</code>")
         return paths
 
+    def export_coco(self, path) -> Path:
+        """Write the last masks as COCO run-length JSON (one annotation per object and frame)."""
+        written = write_coco(self._result_masks(), path, video=self.canvas.name or "video")
+        self._say(f"wrote COCO run-length masks to <code>{html.escape(str(written))}</code>")
+        return written
+
     def export_animation(self, path, fps: float = 10.0, width: int | None = 480) -> Path:
         """Write the overlay of the last masks as an animated GIF."""
-        if self.session.result is None:
-            raise BadInputError("nothing to export yet: press Propagate first")
-        written = overlay_animation(self.canvas.frames, self.session.result.masks, path, fps=fps, width=width,
+        written = overlay_animation(self.canvas.frames, self._result_masks(), path, fps=fps, width=width,
                                     opacity=max(self.canvas.opacity, 0.3))
         self._say(f"wrote the overlay animation to <code>{html.escape(str(written))}</code>")
         return written
+
+    def export_video(self, path, fps: float = 24.0, width: int | None = None) -> Path:
+        """Write the overlay of the last masks as an H.264 MP4."""
+        written = overlay_video(self.canvas.frames, self._result_masks(), path, fps=fps, width=width,
+                                opacity=max(self.canvas.opacity, 0.3))
+        self._say(f"wrote the overlay video to <code>{html.escape(str(written))}</code>")
+        return written
+
+    def import_masks(self, folder) -> list[int]:
+        """Use a folder of masks named by frame number (``00040.png`` is frame 40) as
+        references for the next Propagate, beside the strokes; returns their frames."""
+        masks = read_mask_folder(folder, n_frames=self.session.n_frames,
+                                 size=(self.session.height, self.session.width))
+        for frame_idx, mask in masks.items():
+            self.session.add_mask(frame_idx, mask)
+        frames = sorted(masks)
+        self._say(f"{len(frames)} reference mask(s) from <code>{html.escape(str(folder))}</code> "
+                  f"(frames {', '.join(map(str, frames[:8]))}{'...' if len(frames) > 8 else ''}); press Propagate")
+        return frames
 
     # ------------------------------------------------------------------ strip
     def strip_frame_at(self, x: float) -> int:
