@@ -123,6 +123,11 @@ def _add_train_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--history", type=Path, default=None,
                         help="also write the loss and validation history to this JSON file")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    parser.add_argument("--checkpoint-every", type=int, default=0,
+                        help="write the resumable state (OUT's .state.pt) every N steps (default: never)")
+    parser.add_argument("--resume", type=Path, default=None,
+                        help="continue the run saved in this .state.pt file exactly (its settings and "
+                             "sequences are used; the training options given here are ignored)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -258,6 +263,21 @@ def _train_split(args) -> tuple[list[str], list[str]]:
     return train_names, val
 
 
+def _resumed_run(args) -> tuple:
+    """``(config, train_names, val_names)`` of the run saved in ``--resume``."""
+    from .training import TrainConfig
+    from .training.loop import load_training_state
+
+    state = load_training_state(args.resume)
+    record = dict(state["config"])
+    record["scale_range"] = tuple(record["scale_range"])
+    if args.device is not None:
+        record["device"] = args.device
+    config = TrainConfig(**record)
+    _known_sequences(args.davis_root, state["train_sequences"] + state["val_sequences"], "--resume")
+    return config, state["train_sequences"], state["val_sequences"]
+
+
 def cmd_train(args, argv: list[str]) -> int:
     from .training import TrainConfig, load_davis_clips, train
     from .training.config import PRETRAINED_ARCHS
@@ -265,28 +285,40 @@ def cmd_train(args, argv: list[str]) -> int:
     output_file(args.out, "--out")
     if args.history is not None:
         output_file(args.history, "--history")
-    train_names, val = _train_split(args)
-    arch_options = {
-        k: v for k, v in (("dim", args.dim), ("stride", args.stride), ("colour_weight", args.colour_weight))
-        if v is not None
-    }
-    weights = None if str(args.weights).lower() == "none" or args.arch not in PRETRAINED_ARCHS else args.weights
-    config = TrainConfig(
-        arch=args.arch, arch_options=arch_options, weights=weights, freeze_backbone=not args.train_backbone,
-        steps=args.steps, batch_pairs=args.batch_pairs, crop=args.crop, loss=args.loss, lr=args.lr,
-        hard_fraction=args.hard_fraction, seed=args.seed, val_every=args.val_every,
-        val_max_frames=args.val_max_frames, val_scale=args.val_scale, device=args.device,
-    )
+    if args.checkpoint_every < 0:
+        raise BadInputError(f"--checkpoint-every must be 0 or more; got {args.checkpoint_every}")
+    if args.resume is not None:
+        config, train_names, val = _resumed_run(args)
+    else:
+        train_names, val = _train_split(args)
+        arch_options = {
+            k: v for k, v in (("dim", args.dim), ("stride", args.stride), ("colour_weight", args.colour_weight))
+            if v is not None
+        }
+        weights = None if str(args.weights).lower() == "none" or args.arch not in PRETRAINED_ARCHS else args.weights
+        config = TrainConfig(
+            arch=args.arch, arch_options=arch_options, weights=weights, freeze_backbone=not args.train_backbone,
+            steps=args.steps, batch_pairs=args.batch_pairs, crop=args.crop, loss=args.loss, lr=args.lr,
+            hard_fraction=args.hard_fraction, seed=args.seed, val_every=args.val_every,
+            val_max_frames=args.val_max_frames, val_scale=args.val_scale, device=args.device,
+        )
+    main_rank = os.environ.get("RANK", "0") == "0"  # under torchrun, rank 0 speaks
     command = "python -m simwidgets " + " ".join(shlex.quote(a) for a in argv)
-    print(f"training {config.arch} on {len(train_names)} sequences, validating on {val}", flush=True)
+    if main_rank:
+        what = f"resuming {args.resume}" if args.resume is not None else "training"
+        print(f"{what} {config.arch} on {len(train_names)} sequences, validating on {val}", flush=True)
     result = train(
         load_davis_clips(args.davis_root, train_names), load_davis_clips(args.davis_root, val), config,
-        out=args.out, progress=not args.no_progress, command=command, log=lambda line: print(line, flush=True),
+        out=args.out, progress=not args.no_progress and main_rank, command=command,
+        log=lambda line: print(line, flush=True), checkpoint_every=args.checkpoint_every, resume=args.resume,
     )
-    if args.history:
-        args.history.parent.mkdir(parents=True, exist_ok=True)
-        args.history.write_text(json.dumps({"history": result.history, "validation": result.validation}, indent=1))
-    print(f"done: best validation J&F {result.best_score:.4f} at step {result.best_step}; saved {args.out}", flush=True)
+    if main_rank:
+        if args.history:
+            args.history.parent.mkdir(parents=True, exist_ok=True)
+            args.history.write_text(json.dumps({"history": result.history, "validation": result.validation},
+                                               indent=1))
+        print(f"done: best validation J&F {result.best_score:.4f} at step {result.best_step}; saved {args.out}",
+              flush=True)
     return 0
 
 
