@@ -277,7 +277,8 @@ class ScribbleCanvas(widgets.Box):
         self.multi.on_mouse_up(self.handle_mouse_up)
         self.multi.on_mouse_out(self.handle_mouse_out)
         self.multi.on_key_down(self.handle_key_down)
-        for index, layer in enumerate(self.multi._canvases):
+        layers = (self.frame_layer, self.mask_layer, self.scribble_layer, self.interaction_layer)
+        for index, layer in enumerate(layers):
             layer.on_client_ready(lambda index=index: self._redraw_layers([index]))
         self._ready = True
         self.redraw()
