@@ -38,7 +38,7 @@ sys.path.insert(0, str(REPO))
 
 import simwidgets as sw  # noqa: E402
 from simwidgets.session import InteractiveSession  # noqa: E402
-from simwidgets.transfer import LabelTransfer  # noqa: E402
+from simwidgets.transfer import LabelTransfer, References, knn  # noqa: E402
 
 RESULTS = REPO / "benchmarks" / "results"
 #: parts of the benchmark (``--parts``) and their keys in transfer.json
@@ -170,13 +170,18 @@ def kernel_efficiency(model: str = "default") -> dict:
     n_classes, n_refs = 2, 2048
     generator = torch.Generator().manual_seed(0)
     pick = torch.randint(0, h * w, (n_refs,), generator=generator)
-    refs = sw.transfer.References(embeddings[0].reshape(dim, -1).T[pick].contiguous(),
-                                  torch.softmax(torch.randn(n_refs, n_classes, generator=generator), 1))
+    refs = References(embeddings[0].reshape(dim, -1).T[pick].contiguous(),
+                      torch.softmax(torch.randn(n_refs, n_classes, generator=generator), 1))
     context = [(e, torch.softmax(torch.randn(n_classes, h, w, generator=generator), 0)) for e in embeddings[:3]]
     config = engine.config
-    engine._vote_frame(embeddings[3], refs, context, config)
-    vote_s = best_of(lambda: engine._vote_frame(embeddings[3], refs, context, config))
-    size = LabelTransfer._TILE + 2 * config.window
+
+    def vote():
+        return knn.vote_frame(embeddings[3], refs.embeddings, refs.labels, context, config.top_k,
+                              config.temperature, config.window)
+
+    vote()
+    vote_s = best_of(vote)
+    size = knn.TILE + 2 * config.window
     n_keys = config.n_context * size * size
     flops = 2 * h * w * n_refs * dim + 2 * h * w * n_keys * (dim + 1)
     useful = 2 * h * w * n_refs * dim + 2 * h * w * config.n_context * (2 * config.window + 1) ** 2 * dim
@@ -239,8 +244,7 @@ def memory_child(n_frames: int, model: str, embed_all: bool) -> None:
     if not embed_all:
         base = cache.model.embed(frames.clip.frames, batch_size=cache.batch_size)
         for i in range(n_frames):
-            cache._store[i] = base[frames._index(i)].to(cache._store.dtype)
-        cache._done[:] = True
+            cache.put(i, base[frames._index(i)])
         del base
     session.add_mask(0, frames.clip.masks[0])
     session.propagate()

@@ -26,7 +26,7 @@ ground truth needed), a person scribbles there, and ``session.propagate()`` agai
 from __future__ import annotations
 
 import time
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field
 from typing import Callable, Iterable, Mapping
 
 import numpy as np
@@ -159,10 +159,7 @@ class InteractiveSession:
         The embeddings stay cached: only ``top_k``, ``temperature``, ``temporal``,
         ``window``... change, so the next :meth:`propagate` is as fast as a correction.
         """
-        try:
-            self.transfer.config = replace(self.transfer.config, **options)
-        except TypeError as error:
-            raise BadInputError(f"unknown propagation option: {error}") from None
+        self.transfer.config = self.transfer.config.with_options(**options)
         self._raster.clear()  # brush_width may have changed
         return self.transfer.config
 

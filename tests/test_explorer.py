@@ -12,12 +12,11 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
-import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
 from simwidgets import viz  # noqa: E402
 from simwidgets.errors import BadInputError  # noqa: E402
-from simwidgets.explorer import EmbeddingProbe, SimilarityExplorer  # noqa: E402
+from simwidgets.apps.explorer import EmbeddingProbe, SimilarityExplorer  # noqa: E402
 from simwidgets.models import EmbeddingModel  # noqa: E402
 from simwidgets.scribbles import UNKNOWN  # noqa: E402
 from simwidgets.session import InteractiveSession  # noqa: E402

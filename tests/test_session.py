@@ -238,9 +238,9 @@ def fresh(clip):
         (lambda s: s.add_scribbles({12: [{"path": [[0.5, 0.5]], "object_id": 1}]}), "outside the video"),
         (lambda s: s.add_mask(10, np.zeros((120, 213), int)), "outside the video"),
         (lambda s: s.add_stroke(1.5, [[0.5, 0.5]], 1), "must be an integer"),
-        (lambda s: s.add_stroke(0, [[0.5, 0.5]], 256), "outside the palette"),
-        (lambda s: s.add_stroke(0, [[0.5, 0.5]], -1), "outside the palette"),
-        (lambda s: s.add_scribbles({0: [{"path": [[0.5, 0.5]], "object_id": 300}]}), "outside the palette"),
+        (lambda s: s.add_stroke(0, [[0.5, 0.5]], 256), "outside 0..255"),
+        (lambda s: s.add_stroke(0, [[0.5, 0.5]], -1), "outside 0..255"),
+        (lambda s: s.add_scribbles({0: [{"path": [[0.5, 0.5]], "object_id": 300}]}), "outside 0..255"),
         (lambda s: s.add_scribbles({0: [{"path": [[0.5, 0.5]], "object_id": "1"}]}), "must be an integer"),
         (lambda s: s.add_scribbles({"scribbles": [[]] * 10 + [[{"path": [[0.5, 0.5]], "object_id": 256}]]}),
          "frame-count mismatch"),
@@ -250,12 +250,12 @@ def fresh(clip):
         (lambda s: s.add_scribbles([1, 2]), "scribbles must be"),
         (lambda s: s.add_scribbles({0: [{"object_id": 1}]}), "needs 'path'"),
         (lambda s: s.add_stroke(0, [[1.5, 0.5]], 1), "normalised"),
-        (lambda s: s.add_mask(0, np.full((120, 213), 256)), "palette"),
+        (lambda s: s.add_mask(0, np.full((120, 213), 256)), r"holds id 256, outside -1\.\.255"),
         (lambda s: s.add_mask(0, np.zeros((10, 10), int)), "shape"),
         (lambda s: s.add_mask(0, np.zeros((120, 213), float)), "integer"),
         (lambda s: s.propagate(), "nothing to propagate"),
         (lambda s: s.suggest_frame(), "no propagation yet"),
-        (lambda s: s.configure(no_such_option=1), "unknown propagation option"),
+        (lambda s: s.configure(no_such_option=1), "unknown transfer option .no_such_option.; valid options: top_k"),
     ],
 )
 def test_bad_input(fresh, call, message):
@@ -266,7 +266,7 @@ def test_bad_input(fresh, call, message):
 
 def test_bad_round_adds_nothing(fresh):
     good = {"path": [[0.5, 0.5]], "object_id": 1}
-    with pytest.raises(BadInputError, match="outside the palette"):
+    with pytest.raises(BadInputError, match="outside 0..255"):
         fresh.add_scribbles({0: [good], 1: [{"path": [[0.2, 0.2]], "object_id": 999}]})
     assert len(fresh.scribbles) == 0
     with pytest.raises(BadInputError, match="must be one of"):
@@ -300,6 +300,6 @@ def test_set_scribbles_replaces_strokes(clip):
     session.propagate()
     assert [r.n_strokes for r in session.history] == [2, 1]  # the kept stroke is not new
     assert session.set_scribbles(swapped) == []
-    with pytest.raises(BadInputError, match="outside the palette"):
+    with pytest.raises(BadInputError, match="outside 0..255"):
         session.set_scribbles({4: [{"path": [[0.5, 0.5]], "object_id": 256}]})
     assert session.scribbles == swapped

@@ -1,5 +1,5 @@
-"""Label transfer: the kNN kernel against a naive reference, propagation quality on
-synthetic and real videos, the embedding cache, and its inputs."""
+"""Label transfer: the kNN kernels against plain references, propagation quality on
+synthetic and real videos, the candidates kept across rounds, and the inputs."""
 from __future__ import annotations
 
 import numpy as np
@@ -7,9 +7,9 @@ import pytest
 import torch
 
 from simwidgets.errors import BadInputError
-from simwidgets.features import ColourPositionEmbedding
+from simwidgets.models import ColourPositionEmbedding
 from simwidgets.scribbles import Scribbles
-from simwidgets.transfer import LabelTransfer, References, TransferConfig, propagate
+from simwidgets.transfer import LabelTransfer, References, TransferConfig, knn, propagate
 from simwidgets.video import synthetic_video
 
 
@@ -36,11 +36,16 @@ def naive_vote(query, refs, context, config):
     return out
 
 
+def vote_frame(query, refs, context, config, **kwargs):
+    """The fast kernel with a config's options."""
+    return knn.vote_frame(query, refs.embeddings, refs.labels, context, config.top_k, config.temperature,
+                          config.window, **kwargs)
+
+
 @pytest.mark.parametrize("window,n_context", [(2, 1), (3, 2), (12, 3)])
 def test_vote_kernel_matches_naive_reference(window, n_context):
     torch.manual_seed(0)
     h, w, dim, n_classes = 11, 19, 8, 3
-    engine = LabelTransfer(np.zeros((1, h * 4, w * 4, 3), np.uint8), model=ColourPositionEmbedding(stride=4))
     config = TransferConfig(top_k=7, temperature=0.1, window=window)
     emb = lambda: torch.nn.functional.normalize(torch.randn(dim, h, w), dim=0)  # noqa: E731
     refs = References(
@@ -49,11 +54,15 @@ def test_vote_kernel_matches_naive_reference(window, n_context):
     )
     context = [(emb(), torch.softmax(torch.randn(n_classes, h, w), 0)) for _ in range(n_context)]
     query = emb()
-    fast = engine._vote_frame(query, refs, context, config)
+    fast = vote_frame(query, refs, context, config)
     slow = naive_vote(query, refs, context, config)
     assert torch.allclose(fast, slow, atol=1e-5)
+    # the package's own plain reference agrees too
+    reference = knn.vote_frame_reference(query, refs.embeddings, refs.labels, context, config.top_k,
+                                         config.temperature, config.window)
+    assert torch.allclose(reference, slow, atol=1e-5)
     # without context only the global references vote
-    assert torch.allclose(engine._vote_frame(query, refs, [], config), naive_vote(query, refs, [], config), atol=1e-5)
+    assert torch.allclose(vote_frame(query, refs, [], config), naive_vote(query, refs, [], config), atol=1e-5)
 
 
 @pytest.fixture(scope="module")
@@ -128,7 +137,7 @@ def test_annotated_frames_keep_their_labels(video):
 
 def test_real_sequence_semi_supervised(bear):
     """Frame-0 ground truth of the real bear sequence, 16 frames: the baseline keeps the bear."""
-    from simwidgets.metrics import evaluate_masks
+    from simwidgets.evaluation.metrics import evaluate_masks
 
     frames, masks = bear.frames[:16], bear.masks[:16]
     pred = propagate(frames, {0: masks[0]}, model=ColourPositionEmbedding(stride=8))
@@ -192,10 +201,8 @@ def test_a_background_correction_keeps_the_far_background(video):
     # a frame that marks only some of the objects adds no background guesses
     partial = first.merge(Scribbles(video.n_frames))
     partial.add_pixel_stroke(5, [[cols[0] + 0.5, rows[0] + 0.5]], 2, height=h, width=w)
-    refs, _ = engine.build_references(
-        engine._normalise_references(partial), [0, 1, 2], engine.config
-    )
-    only_first = engine.build_references(engine._normalise_references(first), [0, 1], engine.config)[0]
+    refs, _ = engine.build_references(engine.normalise_references(partial), [0, 1, 2], engine.config)
+    only_first = engine.build_references(engine.normalise_references(first), [0, 1], engine.config)[0]
     n_background = lambda r: int((r.labels[:, 0] == 1).sum())  # noqa: E731
     assert n_background(refs) == 0  # frame 0 no longer marks every object (2 is new) and 5 marks only 2
     assert n_background(only_first) > 0
@@ -240,8 +247,8 @@ def test_chunked_kernel_equals_dense_reference_on_real_frames(bear, window, n_co
     expected, clear = dense_vote(embeddings[3], refs, context, config)
     assert clear.float().mean() > 0.9
     for chunk_bytes in (32 * 2**20, 2 * 64 * (8 + 2 * window) ** 2 * n_context * 4, 1):
-        engine._LOCAL_CHUNK_BYTES = chunk_bytes  # all tiles at once, two tiles, one tile
-        got = engine._vote_frame(embeddings[3], refs, context, config)
+        # all tiles at once, two tiles, one tile
+        got = vote_frame(embeddings[3], refs, context, config, chunk_bytes=chunk_bytes)
         error = (got - expected).abs().amax(0)
         assert error[clear].max() < 1e-5, (chunk_bytes, error[clear].max())
 
@@ -279,29 +286,28 @@ def test_correction_round_reuses_local_candidates_exactly(bear):
     correction = {**first, 9: np.where(bear.masks[39] == 0, 0, -1)}
     engine = LabelTransfer(frames, model="baseline")
     engine.propagate(first)
-    assert len(engine._local_cache) > 0
-    kept = set(engine._local_cache)
+    assert len(engine.local_pool) > 0
+    kept = set(engine.local_pool.keys())
     reused = engine.propagate(correction)
-    assert any(key in kept for key in engine._local_cache)  # some frames came from the cache
+    assert any(key in kept for key in engine.local_pool.keys())  # some frames came from the pool
     fresh = LabelTransfer(frames, model="baseline")
-    fresh.local_cache_bytes = 0
+    fresh.local_pool.budget_bytes = 0
     expected = fresh.propagate(correction)
-    assert len(fresh._local_cache) == 0
+    assert len(fresh.local_pool) == 0
     for got, want in zip(reused.probabilities, expected.probabilities):
         assert torch.equal(got, want)
     assert np.array_equal(reused.masks, expected.masks)
     # a tiny budget keeps the most recent frames only
-    values, positions = engine._local_pool
-    engine.local_cache_bytes = 3 * (values[0].numel() * 4 + positions[0].numel() * positions.element_size())
-    engine._local_cache.clear()
-    engine._local_pool = None
+    entry = engine.local_pool.nbytes // engine.local_pool.n_slots
+    engine.local_pool.budget_bytes = 3 * entry  # a new budget frees the pool
+    assert len(engine.local_pool) == 0
     again = engine.propagate(correction)
-    assert len(engine._local_cache) == 3 and engine._local_pool[0].shape[0] == 3
+    assert len(engine.local_pool) == 3 and engine.local_pool.n_slots == 3
     assert np.array_equal(again.masks, expected.masks)
 
 
 @pytest.mark.parametrize("cap", [10**6, 500])
-def test_correction_round_matches_only_the_new_frames_references(bear, cap):
+def test_correction_round_matches_only_the_new_frames_references(bear, cap, monkeypatch):
     """Without subsampling, a correction on another frame matches each frame against that
     frame's reference cells only (the first frame's block is kept) and gives a fresh
     engine's result; a change to the first frame's own scribbles matches that frame's new
@@ -312,17 +318,18 @@ def test_correction_round_matches_only_the_new_frames_references(bear, cap):
     correction = {**first, 9: np.where(bear.masks[39] == 0, 0, -1)}
     engine = LabelTransfer(frames, model="baseline", config=TransferConfig(max_references=cap))
     matched = []
-    plain, merge = engine._topk_global, engine._merge_global
+    plain, merge = knn.topk_global, knn.merge_topk
 
-    def counting(queries, refs, k):
-        matched.append(len(refs))
-        return plain(queries, refs, k)
+    def counting(queries, keys, *args):
+        matched.append(len(keys))
+        return plain(queries, keys, *args)
 
     def counting_merge(queries, new_keys, *args):
         matched.append(len(new_keys))
         return merge(queries, new_keys, *args)
 
-    engine._topk_global, engine._merge_global = counting, counting_merge
+    monkeypatch.setattr(knn, "topk_global", counting)
+    monkeypatch.setattr(knn, "merge_topk", counting_merge)
     engine.propagate(first)
     first_block = matched[0]
     assert set(matched) == {first_block} and len(matched) == engine.n_frames  # once per frame, not per sweep
@@ -335,9 +342,9 @@ def test_correction_round_matches_only_the_new_frames_references(bear, cap):
     else:
         assert 0 < new_block and set(matched) == {new_block} and len(matched) == engine.n_frames
     fresh = LabelTransfer(frames, model="baseline", config=TransferConfig(max_references=cap))
-    fresh.global_cache_bytes = 0
+    fresh.global_pool.budget_bytes = 0
     expected = fresh.propagate(correction)
-    assert len(fresh._global_cache) == 0
+    assert len(fresh.global_pool) == 0
     for got, want in zip(reused.probabilities, expected.probabilities):
         assert torch.allclose(got, want, atol=1e-6)
     assert np.array_equal(reused.masks, expected.masks)

@@ -29,7 +29,6 @@ from __future__ import annotations
 import html
 import time
 from dataclasses import dataclass, field
-from types import SimpleNamespace
 from typing import Mapping
 
 import ipywidgets as widgets
@@ -40,9 +39,8 @@ from PIL import Image
 
 from .. import viz
 from ..errors import BadInputError
-from ..scribbles import Scribbles
 from ..session import InteractiveSession
-from ..transfer import LabelTransfer, References
+from ..transfer import LabelTransfer, References, nearest_votes
 from ..widgets.canvas import as_frames
 from ..widgets.coords import canvas_size_for, canvas_to_image_coordinates
 
@@ -309,7 +307,7 @@ class EmbeddingProbe:
     # ------------------------------------------------------------------ provenance
     def set_references(self, references) -> None:
         """Use these scribbles or label maps for :meth:`provenance` (checked now, built lazily)."""
-        self._references = self.engine._normalise_references(references)
+        self._references = self.engine.normalise_references(references)
         self._built = None
 
     def _current_references(self) -> dict[int, np.ndarray] | None:
@@ -343,36 +341,11 @@ class EmbeddingProbe:
             and all(built[0][f] is current[f] for f in current)
         ):
             return built[3]
-        class_ids = sorted({0} | {int(v) for m in current.values() for v in np.unique(m) if v >= 0})
-        refs, grids = self.engine.build_references(current, class_ids, config)
-        positions = self._reference_positions(current, class_ids, config, refs)
-        answer = (refs, positions, grids, class_ids)
-        self._built = (dict(current), config, class_ids, answer)
+        cells = self.engine.reference_cells(current, config=config)
+        refs = self.engine.reference_table(cells)
+        answer = (refs, cells.positions(), self.engine.clamps(cells), cells.class_ids)
+        self._built = (dict(current), config, cells.class_ids, answer)
         return answer
-
-    def _reference_positions(self, current, class_ids, config, refs) -> torch.Tensor:
-        """``(N, 3)`` (frame_idx, row, col) of each reference cell, in the transfer's order.
-
-        The transfer's own :meth:`~simwidgets.transfer.LabelTransfer.build_references` is
-        run once more on a stand-in cache whose "embedding" of a cell is its
-        ``(frame_idx, row, col)``: the same cells are selected, in the same order, and the
-        same subsample is kept (it depends on the labels only), so no selection rule is
-        duplicated here.
-        """
-        h, w = self.grid
-        device = self.engine.device
-        rows, cols = torch.meshgrid(torch.arange(h), torch.arange(w), indexing="ij")
-
-        class _Positions:
-            def __getitem__(self, frame_idx):
-                frame = torch.full((h, w), int(frame_idx))
-                return torch.stack([frame, rows, cols]).to(device, torch.float32)
-
-        stand_in = SimpleNamespace(cache=_Positions(), stride=self.stride, grid=self.grid, device=device)
-        located, _ = LabelTransfer.build_references(stand_in, current, class_ids, config)
-        if len(located) != len(refs) or not torch.equal(located.labels, refs.labels):
-            raise RuntimeError("could not locate the reference cells: the transfer's reference selection changed")
-        return located.embeddings.round().long().cpu()
 
     def provenance(self, frame_idx: int, x, y, k: int | None = None) -> Provenance:
         """The nearest reference pixels of pixel ``(x, y)`` and their votes.
@@ -390,11 +363,8 @@ class EmbeddingProbe:
         k = min(int(k), len(refs))
         row, col = self.cell_of(x, y)
         query = self.embedding(frame_idx)[:, row, col]
-        values, index = LabelTransfer._topk_global(query[None], refs, k)
-        weights = torch.nan_to_num(torch.softmax(values / config.temperature, dim=1), nan=0.0)
-        labels = refs.labels[index[0]]
-        votes = (weights[0][:, None] * labels).sum(0)
-        positions = ref_positions[index[0].cpu()].numpy()
+        nearest = nearest_votes(query, refs.embeddings, refs.labels, k, config.temperature)
+        positions = ref_positions[nearest.index.cpu()].numpy()
         clamped, user = False, None
         if frame_idx in grids:
             known, dist = grids[frame_idx]
@@ -408,10 +378,10 @@ class EmbeddingProbe:
             ref_frames=positions[:, 0],
             ref_cells=positions[:, 1:],
             ref_points=self.cell_centres(positions[:, 1:]),
-            similarities=values[0].cpu().numpy(),
-            weights=weights[0].cpu().numpy(),
-            ref_labels=labels.cpu().numpy(),
-            votes=votes.cpu().numpy(),
+            similarities=nearest.similarities.cpu().numpy(),
+            weights=nearest.weights.cpu().numpy(),
+            ref_labels=nearest.labels.cpu().numpy(),
+            votes=nearest.votes.cpu().numpy(),
             clamped=clamped,
             user_labels=user,
             temperature=config.temperature,

@@ -1,0 +1,89 @@
+"""The options of the label transfer, checked once where they are set.
+
+Every option reaches the kernels as a plain ``int``/``float``/``bool``: a ``"3"`` or a
+``2.5`` for ``top_k`` would otherwise surface deep in ``torch.topk`` as a ``TypeError``,
+and ``temporal='no'`` would silently read as true.  The checks are those of
+:mod:`simwidgets.checks`, so the messages match the rest of the package.
+"""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+
+from .. import checks
+from ..errors import BadInputError
+
+__all__ = ["TransferConfig"]
+
+
+@dataclass(frozen=True)
+class TransferConfig:
+    """Options of the label transfer.
+
+    Attributes
+    ----------
+    top_k : number of nearest references that vote for a query cell
+    temperature : softmax temperature of the votes (smaller = nearest dominate)
+    temporal : also use earlier frames' predictions as references (local window)
+    n_context : how many previous frames serve as context when ``temporal``
+    window : radius, in grid cells, of the spatial window for context references
+    brush_width : pixel width used to rasterise scribble strokes
+    background_margin : on every annotated frame where every object is marked, cells that no
+        stroke covers and that lie farther than this fraction of the frame diagonal from all
+        object strokes serve as background references (the DAVIS protocol's first human
+        scribbles mark objects only, and a few background strokes rarely cover the scene);
+        a frame where only some objects are marked says nothing about the rest of it, so it
+        gets none; ``None`` disables it
+    max_references : cap on the scribble/mask reference cells of all annotated frames
+        together (a class-stratified random subset is kept: a full reference mask has tens
+        of thousands of cells, and the temporal context already carries its detail)
+    """
+
+    top_k: int = 20
+    temperature: float = 0.05
+    temporal: bool = True
+    n_context: int = 3
+    window: int = 12
+    brush_width: float = 3.0
+    background_margin: float | None = 0.15
+    max_references: int = 2048
+
+    def __post_init__(self):
+        checked = {
+            "top_k": checks.positive_int(self.top_k, "top_k"),
+            "temperature": checks.positive_float(self.temperature, "temperature"),
+            "temporal": checks.boolean(self.temporal, "temporal"),
+            "n_context": checks.non_negative_int(self.n_context, "n_context"),
+            "window": checks.non_negative_int(self.window, "window"),
+            "brush_width": checks.positive_float(self.brush_width, "brush_width"),
+            "background_margin": _margin(self.background_margin),
+            "max_references": checks.positive_int(self.max_references, "max_references"),
+        }
+        for name, value in checked.items():  # canonical types: frozen, so through object
+            object.__setattr__(self, name, value)
+
+    @classmethod
+    def option_names(cls) -> tuple[str, ...]:
+        """The names :meth:`with_options` accepts, in declaration order."""
+        return tuple(f.name for f in dataclasses.fields(cls))
+
+    def with_options(self, **options) -> "TransferConfig":
+        """A copy with some options changed; an unknown name raises :class:`BadInputError`
+        naming it and listing the valid ones (``dataclasses.replace`` raises ``TypeError``)."""
+        unknown = sorted(set(options) - set(self.option_names()))
+        if unknown:
+            raise BadInputError(
+                f"unknown transfer option{'s' if len(unknown) > 1 else ''} {', '.join(map(repr, unknown))}; "
+                f"valid options: {', '.join(self.option_names())}"
+            )
+        return dataclasses.replace(self, **options) if options else self
+
+
+def _margin(value) -> float | None:
+    """``None`` (no automatic background) or a finite fraction >= 0 of the diagonal."""
+    if value is None:
+        return None
+    margin = checks.finite_float(value, "background_margin")
+    if margin < 0:
+        raise BadInputError(f"background_margin must be 0 or more (a fraction of the diagonal); got {margin}")
+    return margin

@@ -1,0 +1,340 @@
+"""The label transfer over one video: sweeps through the frames, their blend, the masks.
+
+:class:`LabelTransfer` ties the parts together: embeddings from its
+:class:`~.cache.EmbeddingCache`, reference cells from :mod:`.references`, votes from the
+kernels of :mod:`.knn`, and the candidates kept across rounds in two pools of
+:mod:`.reuse`.  One round:
+
+1. the references are checked and turned into a table of reference cells;
+2. with ``temporal=True`` two sweeps run, forward from the first annotated frame and
+   backward from the last, each frame using the previous ``n_context`` frames of its sweep
+   as local references; frames between annotations get both sweeps, blended with weights
+   that fall with the distance to the annotation each sweep started from;
+3. the per-object scores on the embedding grid are upsampled bilinearly to full resolution
+   before the argmax, so masks follow the grid smoothly.
+
+Work is chunked (queries in blocks, tiles in chunks, frames one at a time, one
+preallocated score tensor for the video) so memory stays bounded for long videos.  Every
+shortcut gives the same numbers as the plain computation (tests/test_transfer.py checks
+each against a reference).
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from ..errors import BadInputError
+from ..models import load_model
+from . import knn
+from .cache import EmbeddingCache
+from .config import TransferConfig
+from .references import (
+    ReferenceCells,
+    References,
+    class_ids_of,
+    normalise_references,
+    reference_cells,
+    reference_table,
+)
+from .reuse import CandidatePool, GlobalKey, GlobalOrigin, LocalKey, kept_rows
+
+__all__ = ["LabelTransfer", "PropagationResult", "propagate"]
+
+
+@dataclass
+class PropagationResult:
+    """Masks for every frame plus what a user needs to judge them.
+
+    Attributes
+    ----------
+    masks : ``(T, H, W)`` uint8 object ids
+    object_ids : the ids of the score channels, background 0 first
+    confidence : ``(T,)`` mean over grid cells of the winning probability (1 = certain)
+    entropy : ``(T,)`` mean normalised entropy of the votes (0 = certain)
+    seconds : time the propagation took
+    probabilities : ``(C, h, w)`` scores of every frame on the embedding grid
+    """
+
+    masks: np.ndarray
+    object_ids: list[int]
+    confidence: np.ndarray
+    entropy: np.ndarray
+    seconds: float = 0.0
+    probabilities: list[torch.Tensor] | None = field(default=None, repr=False)
+
+
+class LabelTransfer:
+    """Label transfer over one video with cached embeddings.
+
+    Parameters
+    ----------
+    frames : uint8 ``(T, H, W, 3)`` array-like (LazyFrames works) or a list of frames
+    model : an EmbeddingModel, or a name/path for :func:`simwidgets.models.load_model`
+    config : :class:`TransferConfig`; keyword overrides may also be passed to :meth:`propagate`
+    device : compute device (automatic when None)
+
+    Attributes
+    ----------
+    local_pool, global_pool : the :class:`~.reuse.CandidatePool` of each frame's local and
+        global candidates, kept across rounds (``pool.budget_bytes`` sets a budget; 0 keeps
+        nothing)
+    """
+
+    #: default budget of the local candidates kept across rounds (an entry is
+    #: ``h * w * top_k`` similarities and positions: 3 MB per frame and sweep at stride 4)
+    LOCAL_CACHE_BYTES = 512 * 2**20
+    #: default budget of the global candidates kept across rounds (3.3 MB per frame at
+    #: stride 4 and top_k 20: 80 frames of 480p fit)
+    GLOBAL_CACHE_BYTES = 384 * 2**20
+    #: frames upsampled together in :meth:`_finish` (one interpolate call per batch)
+    FINISH_BATCH = 8
+
+    def __init__(self, frames, model="default", config: TransferConfig | None = None, device=None):
+        if config is not None and not isinstance(config, TransferConfig):
+            raise BadInputError(f"config must be a TransferConfig; got {type(config).__name__}")
+        self.model = load_model(model)
+        self.config = config or TransferConfig()
+        self._cache = EmbeddingCache(self.model, frames, device=device)
+        self.device = self._cache.device
+        self.n_frames, self.height, self.width = self._cache.n_frames, self._cache.height, self._cache.width
+        self.grid = self._cache.grid
+        self.stride = self.model.stride
+        # a frame has one local entry per sweep direction, one global entry
+        self.local_pool = CandidatePool(self.LOCAL_CACHE_BYTES, 2 * self.n_frames, evict=True)
+        self.global_pool = CandidatePool(self.GLOBAL_CACHE_BYTES, self.n_frames, evict=False, index_dtype=torch.int32)
+
+    @property
+    def cache(self) -> EmbeddingCache:
+        """The embedding cache (fixed for the engine's life: the kept candidates come from it)."""
+        return self._cache
+
+    # --------------------------------------------------------------------- references
+    def normalise_references(self, references) -> dict[int, np.ndarray]:
+        """Checked ``{frame_idx: (H, W) label map}`` of this video from scribbles or label
+        maps (:func:`~.references.normalise_references`)."""
+        return normalise_references(references, self.n_frames, self.height, self.width, self.config.brush_width)
+
+    def reference_cells(self, references, class_ids=None, config: TransferConfig | None = None) -> ReferenceCells:
+        """The reference cells this transfer keeps for ``references`` (normalised here),
+        located by frame and cell, with their label distributions; reads no embedding."""
+        references = self.normalise_references(references)
+        class_ids = class_ids_of(references) if class_ids is None else class_ids
+        return reference_cells(references, class_ids, config or self.config, self.stride, self.grid)
+
+    def build_references(self, references, class_ids: list[int], config: TransferConfig):
+        """The reference table of normalised references, plus each annotated frame's clamp
+        ``{frame: (known (h, w), distribution (C, h, w))}``."""
+        cells = reference_cells(references, class_ids, config, self.stride, self.grid)
+        return self.reference_table(cells), self.clamps(cells)
+
+    def reference_table(self, cells: ReferenceCells) -> References:
+        """The :class:`References` of the cells, embeddings read from the cache."""
+        return reference_table(cells, self.cache.__getitem__, self.device)
+
+    def clamps(self, cells: ReferenceCells) -> dict:
+        """The cells' clamps with the distributions on the compute device."""
+        return {f: (known, dist.to(self.device)) for f, (known, dist) in cells.clamps.items()}
+
+    # --------------------------------------------------------------------- candidates
+    def _global_candidates(self, frame_idx: int, query: torch.Tensor, refs: References, k: int):
+        """Top-``k`` global references ``(values (N, k), index (N, k))`` of one frame, kept
+        across rounds.
+
+        A frame's candidates are kept with the blocks (each annotated frame's kept cells)
+        they were taken from.  When the new table holds every one of those blocks (nothing
+        was subsampled, or the subset came out the same: e.g. scribbles on one more frame
+        with few reference cells in all, or another temperature), only the new blocks are
+        matched and merged with the kept top-``k``, the kept indices moved to the blocks'
+        new rows.  Otherwise (a block changed or went away, as when the capped subset is
+        drawn again; another ``k``) the frame is matched afresh.
+        """
+        dim = query.shape[0]
+        flat = query.reshape(dim, -1).T
+        key = GlobalKey(frame_idx)
+        kept = self.global_pool.get(key) if refs.blocks else None
+        carried = kept_rows(kept.origin, refs, flat.device) if kept is not None and kept.origin.top_k == k else None
+        if carried is None:
+            values, index = knn.topk_global(flat, refs.embeddings, k)
+        else:
+            mapping, new_rows = carried
+            values, index = kept.values.clone(), mapping[kept.index.long()]
+            if new_rows is not None:
+                values, index = knn.merge_topk(flat, refs.embeddings[new_rows], new_rows, values, index,
+                                               min(k, len(refs)))
+        if refs.blocks and len(refs) <= 2**31 - 1:  # indices are kept as int32
+            self.global_pool.put(key, values, index, GlobalOrigin(k, refs.blocks))
+        return values, index
+
+    def _local_candidates(self, query, context_embeddings, config: TransferConfig, key: LocalKey | None):
+        """Top-``k`` context cells within the spatial window of each query cell
+        (``(values, index)`` as :func:`~.knn.window_cells` gives), kept across rounds
+        under ``key`` (the frame, its context frames and the options)."""
+        dim, h, w = query.shape
+        kept = self.local_pool.get(key) if key is not None else None
+        if kept is not None:
+            values, position = kept.values, kept.index
+        else:
+            values, position = knn.local_topk(query, context_embeddings, config.window, config.top_k, knn.TILE)
+            if key is not None:
+                self.local_pool.put(key, values, position)
+        return values, knn.window_cells(position, h, w, config.window, knn.TILE)
+
+    # --------------------------------------------------------------------- sweeps
+    def _sweep(self, order: list[int], refs, clamps, config, tick=None, out=None) -> dict[int, torch.Tensor]:
+        """Label frames in ``order``, each with the previous ``n_context`` as context.
+
+        ``tick()`` (if given) is called after each frame, for progress reports.  ``out(t)``
+        (if given) returns the ``(C, h, w)`` view that receives frame ``t``'s scores: one
+        preallocated tensor for the whole video instead of a thousand separate ones, which
+        fragment the heap of long videos.
+        """
+        context: list[tuple[torch.Tensor, torch.Tensor]] = []
+        context_frames: list[int] = []
+        result = {}
+        for frame_idx in order:
+            query = self.cache[frame_idx]
+            global_candidates = self._global_candidates(frame_idx, query, refs, config.top_k)
+            local_candidates = None
+            if config.temporal and context:
+                key = LocalKey(frame_idx, tuple(context_frames), config.window, config.top_k, knn.TILE)
+                local_candidates = self._local_candidates(query, [e for e, _ in context], config, key)
+            probs = knn.vote_frame(
+                query, refs.embeddings, refs.labels, context if config.temporal else [], config.top_k,
+                config.temperature, config.window, global_candidates, local_candidates,
+            )
+            if frame_idx in clamps:
+                # on an annotated frame the user's labels are facts: clamp them
+                known, dist = clamps[frame_idx]
+                probs[:, known] = dist[:, known]
+            if out is not None:
+                probs = out(frame_idx).copy_(probs)
+            result[frame_idx] = probs
+            if config.temporal and config.n_context > 0:
+                context.append((query, probs))
+                context_frames.append(frame_idx)
+                context = context[-config.n_context :]
+                context_frames = context_frames[-config.n_context :]
+            if tick is not None:
+                tick()
+        return result
+
+    def _blend(self, store, annotated, refs, clamps, config, tick) -> None:
+        """Both temporal sweeps into ``store``; frames between the first and last
+        annotation get both, weighted by ``1 / (1 + distance)`` to the annotation each
+        sweep last passed."""
+        first, last = annotated[0], annotated[-1]
+        # frames first..last are labelled by both sweeps: the backward ones go aside
+        aside = torch.empty((last - first + 1,) + tuple(store.shape[1:]), device=store.device)
+        forward = self._sweep(list(range(first, self.n_frames)), refs, clamps, config, tick, out=store.__getitem__)
+        backward = self._sweep(
+            list(range(last, -1, -1)), refs, clamps, config, tick,
+            out=lambda t: aside[t - first] if t >= first else store[t],
+        )
+        for t in range(first, last + 1):
+            previous = max(a for a in annotated if a <= t)
+            following = min(a for a in annotated if a >= t)
+            w_f = 1.0 / (1 + t - previous)
+            w_b = 1.0 / (1 + following - t)
+            store[t] = (w_f * forward[t] + w_b * backward[t]) / (w_f + w_b)
+
+    # --------------------------------------------------------------------- public
+    def propagate(self, references, progress: bool = False, callback=None, **overrides) -> PropagationResult:
+        """Label every frame.
+
+        Parameters
+        ----------
+        references : :class:`~simwidgets.scribbles.Scribbles`, or ``{frame_idx: (H, W) int
+            label map}`` with -1 for unknown pixels (a full ground-truth mask works too)
+        progress : show tqdm progress bars
+        callback : called as ``callback(done, total)`` after each frame is labelled (a
+            frame labelled in both temporal sweeps counts twice), e.g. for a widget's bar
+        overrides : fields of :class:`TransferConfig` for this call only
+
+        Returns
+        -------
+        PropagationResult with ``masks`` ``(T, H, W)`` uint8.
+        """
+        start = time.perf_counter()
+        config = self.config.with_options(**overrides)
+        references = normalise_references(references, self.n_frames, self.height, self.width, config.brush_width)
+        class_ids = class_ids_of(references)
+        self.cache.ensure(progress=progress)
+        refs, clamps = self.build_references(references, class_ids, config)
+        annotated = sorted(references)
+        tick = None
+        if callback is not None:
+            total = (self.n_frames - annotated[0] + annotated[-1] + 1) if config.temporal else self.n_frames
+            counter = iter(range(1, total + 1))
+
+            def tick():
+                callback(next(counter), total)
+
+        h, w = self.grid
+        store = torch.empty((self.n_frames, len(class_ids), h, w), device=self.device)
+        if config.temporal:
+            self._blend(store, annotated, refs, clamps, config, tick)
+        else:
+            self._sweep(list(range(self.n_frames)), refs, clamps, config, tick, out=store.__getitem__)
+        probabilities = list(store)
+        masks, confidence, entropy = self._finish(probabilities, class_ids)
+        return PropagationResult(
+            masks=masks,
+            object_ids=class_ids,
+            confidence=confidence,
+            entropy=entropy,
+            seconds=time.perf_counter() - start,
+            probabilities=probabilities,
+        )
+
+    def _finish(self, probabilities, class_ids):
+        """Upsample scores to full resolution, argmax, and per-frame confidence.
+
+        Frames go in batches.  With two classes only the difference ``p1 - p0`` is
+        upsampled (bilinear interpolation is linear, so its sign is the argmax of the two
+        upsampled channels): half the interpolation work and no argmax pass.
+        """
+        h, w = self.grid
+        n_classes = len(class_ids)
+        lut = np.asarray(class_ids, dtype=np.uint8)
+        n_frames = len(probabilities)
+        masks = np.empty((n_frames, self.height, self.width), dtype=np.uint8)
+        confidence = np.empty(n_frames, dtype=np.float32)
+        entropy = np.zeros(n_frames, dtype=np.float32)
+        size = (h * self.stride, w * self.stride)
+        for start in range(0, n_frames, self.FINISH_BATCH):
+            stop = min(n_frames, start + self.FINISH_BATCH)
+            probs = torch.stack(probabilities[start:stop])  # (B, C, h, w)
+            confidence[start:stop] = probs.amax(1).mean((1, 2)).cpu().numpy()
+            if n_classes == 1:
+                masks[start:stop] = lut[0]
+                continue
+            ent = -(probs.clamp_min(1e-8).log() * probs).sum(1) / np.log(n_classes)
+            entropy[start:stop] = ent.mean((1, 2)).cpu().numpy()
+            if n_classes == 2:
+                diff = probs[:, 1:2] - probs[:, 0:1]
+                up = F.interpolate(diff, size=size, mode="bilinear", align_corners=False)
+                winner = (up[:, 0, : self.height, : self.width] > 0).cpu().numpy()
+                masks[start:stop] = np.where(winner, lut[1], lut[0])
+            else:
+                up = F.interpolate(probs, size=size, mode="bilinear", align_corners=False)
+                winner = up[:, :, : self.height, : self.width].argmax(1).to(torch.uint8).cpu().numpy()
+                masks[start:stop] = lut[winner]
+        return masks, confidence, entropy
+
+
+def propagate(frames, references, model="default", device=None, progress: bool = False, **config) -> np.ndarray:
+    """Label every pixel of every frame from scribbles or reference masks.
+
+    ``frames`` uint8 ``(T, H, W, 3)`` (or a list of frames); ``references`` a
+    :class:`~simwidgets.scribbles.Scribbles` or ``{frame_idx: (H, W) label map}`` (``-1`` =
+    unknown); ``model`` an EmbeddingModel or a name/path (``"default"``, ``"baseline"``, a
+    checkpoint).  Keyword arguments are :class:`TransferConfig` fields.  Returns
+    ``(T, H, W)`` uint8 masks.
+    """
+    options = TransferConfig().with_options(**config)  # checked before any model is loaded
+    engine = LabelTransfer(frames, model=model, config=options, device=device)
+    return engine.propagate(references, progress=progress).masks
