@@ -158,9 +158,6 @@ def test_cli(di, root, tmp_path, capsys):
 
 def test_test_time_adaptation(di, root, tmp_path):
     """The model is fine-tuned on each sequence's first scribble, inside the timed prediction."""
-    training = pytest.importorskip("simwidgets.training")
-    if not hasattr(training, "adapt_to_references"):
-        pytest.skip("simwidgets.training has no adapt_to_references")
     # no time limit: this checks the adaptation, and a loaded CI machine must not make
     # davisinteractive drop the one submission (30 s budget for one interaction)
     result = evaluate_interactive(root, ["tennis"], model="untrained", interactions=1, max_time=None,

@@ -307,8 +307,42 @@ def test_test_time_adaptation_accepts_scribbles_and_checks_input(bear):
     assert scribbles.object_ids == [1]
     adapted, info = adapt_to_references(model, bear.frames, scribbles, steps=2)
     assert info["frames"] == scribbles.annotated_frames and info["steps"] == 2
-    _, info = adapt_to_references(model, bear.frames, scribbles, steps=2, background_margin=None)
+    from simwidgets.transfer import TransferConfig
+
+    _, info = adapt_to_references(model, bear.frames, scribbles, steps=2, config=TransferConfig(background_margin=None))
     assert info["steps"] == 0
+
+
+def test_test_time_adaptation_trains_on_the_transfers_own_reference_cells(bear):
+    """Adaptation and transfer agree on which cells are background: on bear's first
+    scribble (the bear only) the background cells adapted on are exactly the transfer's
+    automatic ones, and no cell the transfer does not use."""
+    from simwidgets.training import adapt as adapt_module
+    from simwidgets.training import adapt_to_references
+    from simwidgets.transfer import LabelTransfer, TransferConfig
+
+    model = build_model("fcn-small", dim=8, width=16, stride=8)
+    seen = {}
+    original = adapt_module.sample_triplets
+
+    def spy(labels_a, labels_b=None, *args, **kwargs):
+        seen.setdefault("grid", labels_a.clone())
+        return original(labels_a, labels_b, *args, **kwargs)
+
+    adapt_module.sample_triplets = spy
+    try:
+        adapt_to_references(model, bear.frames, bear.scribbles["001"], steps=1, config=TransferConfig())
+    finally:
+        adapt_module.sample_triplets = original
+    engine = LabelTransfer(bear.frames, model=model)  # nothing is embedded to locate references
+    cells = engine.reference_cells(bear.scribbles["001"])
+    h, w = engine.grid
+    expected = torch.full((h * w,), -1, dtype=torch.long)
+    block = cells.blocks[0]
+    expected[block.cells] = torch.tensor(cells.class_ids)[block.labels.argmax(1)]
+    grid = seen["grid"][:h, :w].reshape(-1)
+    assert torch.equal(grid, expected)
+    assert (grid == 0).sum() > 100  # far-away cells stand in for background (the scribble marks the bear only)
 
 
 def test_simwidgets_cli_train_subcommand_records_its_command(tmp_path, write_davis, monkeypatch):

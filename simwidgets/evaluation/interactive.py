@@ -275,7 +275,7 @@ def evaluate_interactive(
                         if adapt is not None:
                             first = Scribbles.from_dict(scribbles, n_frames=video.n_frames)
                             sequence_model, info = adapt_to_references(model, video.frames, first, device=device,
-                                                                       **dict(adapt))
+                                                                       config=config, **dict(adapt))
                             runs[name]["adapted"] = {k: info[k] for k in ("steps", "seconds", "loss_first", "loss_last")}
                         runs[name]["session"] = InteractiveSession(video, model=sequence_model, config=config,
                                                                    device=device)

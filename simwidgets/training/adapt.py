@@ -15,10 +15,10 @@ import torch
 import torch.nn.functional as F
 
 from ..device import pick_device
-from ..errors import BadInputError
 from ..models import EmbeddingModel
 from .losses import make_loss
-from .sampling import UNKNOWN, gather_cells, labels_to_grid, sample_triplets
+from ..transfer.config import TransferConfig
+from .sampling import UNKNOWN, gather_cells, sample_triplets
 
 __all__ = ["adapt_to_references"]
 
@@ -33,18 +33,23 @@ def adapt_to_references(
     n_triplets: int = 256,
     loss: str = "pairwise",
     seed: int = 0,
-    brush_width: float = 3.0,
-    background_margin: float | None = 0.15,
     keep_weight: float = 1.0,
+    config: TransferConfig | None = None,
     device=None,
 ) -> tuple[EmbeddingModel, dict]:
     """Fine-tune a copy of ``model`` on the user's own labels before transferring them.
 
     Beyond the paper: the embedding was trained on other videos; a few gradient steps on
-    pairs drawn *only from the pixels the user labelled* (within each annotated frame,
-    and across annotated frames when there are several) specialise it to this video's
-    objects.  The pretrained backbone stays frozen (only the head moves), so the
-    backbone features are computed once and each step costs one head pass.
+    pairs drawn *only from the reference cells* (within each annotated frame, and across
+    annotated frames when there are several) specialise it to this video's objects.  The
+    pretrained backbone stays frozen (only the head moves), so the backbone features are
+    computed once and each step costs one head pass.
+
+    The reference cells are exactly those the label transfer will vote with, chosen by the
+    transfer's own rules (:func:`simwidgets.transfer.references.reference_cells` under
+    ``config``: rasterised strokes, automatic background cells far from every object on
+    frames that mark every object, the class-stratified cap), so adaptation and transfer
+    never disagree about which cells are background.
 
     Parameters
     ----------
@@ -53,17 +58,13 @@ def adapt_to_references(
     references : :class:`simwidgets.scribbles.Scribbles` or ``{frame_idx: (H, W) labels}``
         with ``-1`` for unknown, as for :func:`simwidgets.transfer.propagate`
     steps, lr, n_triplets, loss, seed : the optimisation (AdamW, the named loss)
-    background_margin : when no background (id 0) is labelled anywhere (the first DAVIS
-        scribbles mark objects only), pixels of annotated frames farther than this
-        fraction of the frame diagonal from every labelled pixel count as background,
-        as in :class:`simwidgets.transfer.TransferConfig`; None disables it
     keep_weight : weight of a penalty ``mean(1 - cos(new, original))`` over every cell of
         the annotated frames: a few scribbled pixels are easy to overfit, and the penalty
         keeps the embedding of everything else where training put it (0 disables it)
+    config : the :class:`~simwidgets.transfer.TransferConfig` of the transfer that follows
+        (its ``brush_width``, ``background_margin`` and ``max_references``); defaults when None
 
-    Measured with the shipped model (defaults, DAVIS scribbles, whole videos): bear/001
-    J&F 0.755 -> 0.852, tennis/003 0.912 -> 0.895; the adaptation itself takes 1-3 s, but
-    every frame must then be embedded again (~1 s per 480p frame on a 2-core CPU).
+    The adaptation itself takes seconds, but every frame must then be embedded again.
 
     Returns
     -------
@@ -71,35 +72,23 @@ def adapt_to_references(
     "frames": [annotated frame indices]}``.  With no labelled contrast (a single label)
     the copy is returned unchanged with ``steps = 0``.
     """
-    from ..scribbles import Scribbles
+    from ..transfer.references import class_ids_of, normalise_references, reference_cells
 
     start = time.perf_counter()
+    config = config or TransferConfig()
     n_frames, height, width = int(frames.shape[0]), int(frames.shape[1]), int(frames.shape[2])
-    if isinstance(references, Scribbles):
-        references = {f: references.rasterize(f, height, width, brush_width) for f in references.annotated_frames}
-    if not isinstance(references, dict) or not references:
-        raise BadInputError("references must be Scribbles or a non-empty {frame_idx: (H, W) label map}")
-    label_maps = {}
-    for frame_idx, label_map in references.items():
-        if not isinstance(frame_idx, (int, np.integer)) or not 0 <= frame_idx < n_frames:
-            raise BadInputError(f"reference frame_idx {frame_idx!r} is outside the video (0..{n_frames - 1})")
-        label_map = np.asarray(label_map)
-        if label_map.shape != (height, width):
-            raise BadInputError(f"labels of frame {frame_idx} have shape {label_map.shape}; frames are {(height, width)}")
-        label_maps[int(frame_idx)] = label_map.astype(np.int64)
-    no_background = not any((m == 0).any() for m in label_maps.values())
-    if no_background and background_margin is not None:
-        from scipy.ndimage import distance_transform_edt
-
-        limit = background_margin * math.hypot(height, width)
-        for frame_idx, label_map in label_maps.items():
-            known = label_map >= 0
-            if known.any():
-                far = distance_transform_edt(~known) > limit
-                label_maps[frame_idx] = np.where(far, 0, label_map)
+    label_maps = normalise_references(references, n_frames, height, width, config.brush_width)
+    grid = model.grid_size(height, width)
+    cells = reference_cells(label_maps, class_ids_of(label_maps), config, model.stride, grid)
+    lut = torch.tensor(cells.class_ids)
+    cell_grids = {}
+    for block in cells.blocks:
+        labels = torch.full((grid[0] * grid[1],), UNKNOWN, dtype=torch.long)
+        labels[block.cells] = lut[block.labels.argmax(1)]
+        cell_grids[block.frame] = labels.view(grid)
     device = pick_device(device)
     adapted = copy.deepcopy(model).to(device)
-    frame_ids = sorted(label_maps)
+    frame_ids = sorted(cell_grids)
     generator = torch.Generator().manual_seed(seed)
     torch.manual_seed(seed)
 
@@ -108,10 +97,10 @@ def adapt_to_references(
     x = torch.from_numpy(np.stack([np.asarray(frames[f]) for f in frame_ids])).to(device).permute(0, 3, 1, 2).float() / 255
     if pad_h or pad_w:
         x = F.pad(x, (0, pad_w, 0, pad_h), mode="replicate")
-    grids = []
-    for f in frame_ids:
-        padded = np.pad(label_maps[f], ((0, pad_h), (0, pad_w)), constant_values=UNKNOWN)
-        grids.append(labels_to_grid(padded, adapted.stride))
+    # the embedding grid of the padded frames: the padding's cells are unknown
+    padded_grid = ((height + pad_h) // adapted.stride, (width + pad_w) // adapted.stride)
+    grids = [F.pad(cell_grids[f], (0, padded_grid[1] - grid[1], 0, padded_grid[0] - grid[0]), value=UNKNOWN)
+             for f in frame_ids]
 
     head_only = hasattr(adapted, "backbone") and hasattr(adapted, "embed_levels")
     if head_only:
