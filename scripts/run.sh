@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # The project's entry points. Each sets up .venv first (fast when already done).
 #
-#   bash scripts/run.sh lab     # open the tutorial notebooks in JupyterLab
+#   bash scripts/run.sh lab     # open the tutorial notebooks in JupyterLab (with all they import)
 #   bash scripts/run.sh test    # the full test suite: unit, notebooks (smoke mode), real browser
+#                               # (JupyterLab, Notebook 7, Voila)
 #   bash scripts/run.sh bench   # the benchmarks under benchmarks/
 set -euo pipefail
 cd "$(dirname "$0")/.."

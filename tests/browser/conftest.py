@@ -1,18 +1,21 @@
-"""Fixtures for real-browser tests: a JupyterLab server and headless Debian Chromium.
+"""Fixtures for real-browser tests: a JupyterLab, Notebook 7 or Voila server and headless
+Debian Chromium.
 
-Both are started once per module and always torn down (server shut down through its API,
-then its process group and kernel killed).  Tests here are skipped only when Chromium or
-the playwright package is missing, with the reason printed by ``pytest -ra``.
+Each is started once per module and always torn down (a Jupyter server shut down through its
+API, Voila with SIGTERM; then the process group and the recorded kernels killed).  Tests here
+are skipped only when Chromium or the playwright package is missing, with the reason printed
+by ``pytest -ra``.
 """
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 
 import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
-from labdriver import REPO_ROOT, JupyterLab, launch_browser, missing_requirements
+from labdriver import REPO_ROOT, JupyterLab, Voila, launch_browser, missing_requirements
 
 ARTIFACTS = REPO_ROOT / "tests" / "_artifacts"
 
@@ -77,6 +80,23 @@ def artifacts() -> Path:
 def notebook7(lab_root):
     """A Notebook 7 server (the same widget must work there too)."""
     server = JupyterLab(lab_root, app="notebook")
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="module")
+def voila_root(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("voila")
+
+
+@pytest.fixture(scope="module")
+def voila(voila_root):
+    """A Voila server on the notebooks of ``voila_root`` (write them before opening a page);
+    its kernels run the tutorial notebooks in smoke mode (``CI`` set)."""
+    server = Voila(voila_root, env={"CI": os.environ.get("CI", "true")})
     server.start()
     try:
         yield server

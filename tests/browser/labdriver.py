@@ -1,4 +1,5 @@
-"""Drive a real JupyterLab in headless Chromium (Debian's /usr/bin/chromium) with Playwright.
+"""Drive a real JupyterLab, Notebook 7 or Voila in headless Chromium (Debian's /usr/bin/chromium)
+with Playwright.
 
 Used by the browser tests (tests/browser/) and by benchmarks/bench_widget.py.  The
 pitfalls this module avoids (see the project's RECIPES):
@@ -26,6 +27,8 @@ import sys
 import time
 import urllib.request
 from pathlib import Path
+
+import numpy as np
 
 CHROMIUM = os.environ.get("SIMWIDGETS_CHROMIUM", "/usr/bin/chromium")
 CHROMIUM_ARGS = [
@@ -207,6 +210,116 @@ class JupyterLab:
         self.stop()
 
 
+class Voila:
+    """``voila`` serving the notebooks of ``root`` on a free port with a random token, in its own
+    process group (kernels run in the root folder, like JupyterLab's).
+
+    Open a notebook with ``page.goto(voila.url("name.ipynb"))``: Voila executes it while the
+    page loads and shows only its outputs.  There is no shutdown API: :meth:`stop` sends
+    SIGTERM to the group (Voila then shuts its kernels down), SIGKILL if that is not enough,
+    and kills any kernel whose pid the test recorded in ``kernel_pids``.
+    """
+
+    def __init__(self, root: Path, log_path: Path | None = None, env: dict | None = None):
+        self.root = Path(root)
+        self.extra_env = dict(env or {})
+        self.port = free_port()
+        self.token = secrets.token_hex(16)
+        self.log_path = Path(log_path or self.root / "voila.log")
+        self.process: subprocess.Popen | None = None
+        self.kernel_pids: list[int] = []
+
+    @property
+    def base(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def url(self, notebook: str) -> str:
+        return f"{self.base}/voila/render/{notebook}?token={self.token}"
+
+    def start(self, timeout: float = 60.0, retries: int = 2) -> "Voila":
+        private = self.root / ".voila-private"
+        env = dict(os.environ)
+        env.update(
+            JUPYTER_CONFIG_DIR=str(private / "config"),
+            JUPYTER_RUNTIME_DIR=str(private / "runtime"),
+            JUPYTER_DATA_DIR=str(private / "data"),  # its notebook-signing key goes here, not in ~
+            PYTHONPATH=os.pathsep.join(filter(None, [str(REPO_ROOT), env.get("PYTHONPATH")])),
+        )
+        env.update(self.extra_env)
+        command = [
+            sys.executable, "-m", "voila", str(self.root),
+            "--no-browser", "--Voila.ip=127.0.0.1", f"--Voila.port={self.port}", "--Voila.port_retries=0",
+            f"--Voila.token={self.token}", "--VoilaConfiguration.show_tracebacks=True",
+        ]
+        self._log = open(self.log_path, "wb")
+        self.process = subprocess.Popen(
+            command, cwd=self.root, env=env, stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True
+        )
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                self._log.close()
+                if "already in use" in self.log_tail() and retries > 0:
+                    self.port = free_port()
+                    self.process = None
+                    return self.start(timeout, retries - 1)
+                raise RuntimeError(f"voila exited with {self.process.returncode}:\n{self.log_tail()}")
+            try:
+                # the tree page: answers once the server is up, starts no kernel
+                with urllib.request.urlopen(f"{self.base}/voila/tree?token={self.token}", timeout=2) as reply:
+                    if reply.status == 200:
+                        return self
+            except OSError:
+                pass
+            time.sleep(0.2)
+        self.stop()
+        raise TimeoutError(f"voila did not answer within {timeout} s:\n{self.log_tail()}")
+
+    def log_tail(self, n: int = 3000) -> str:
+        try:
+            return self.log_path.read_text(errors="replace")[-n:]
+        except OSError:
+            return ""
+
+    def stop(self) -> None:
+        if self.process is None:
+            return
+        # kernels run in sessions of their own: note them before their parent goes
+        self.kernel_pids.extend(_children_of(self.process.pid))
+        for sig, wait in ((signal.SIGTERM, 15), (signal.SIGKILL, 5)):
+            if self.process.poll() is not None:
+                break
+            try:
+                os.killpg(self.process.pid, sig)
+                self.process.wait(timeout=wait)
+            except (ProcessLookupError, subprocess.TimeoutExpired):
+                pass
+        for pid in self.kernel_pids:
+            _kill_group_of(pid)
+        self.process = None
+        if not self._log.closed:
+            self._log.close()
+
+    def __enter__(self) -> "Voila":
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+
+def _children_of(pid: int) -> list[int]:
+    """Pids of the live processes whose parent is ``pid`` (read from /proc)."""
+    children = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        if fields[1] == str(pid):
+            children.append(int(stat.parent.name))
+    return children
+
+
 def _kill_group_of(pid: int) -> None:
     """Kill a kernel left behind (and its children), if that pid is still a kernel (not a reused pid)."""
     try:
@@ -328,3 +441,30 @@ def widget_notebook_cells(result_path: Path, pid_path: Path, setup: str, extra: 
         + extra
         + "w",
     ]
+
+
+def distance_to_polyline(points, polyline) -> np.ndarray:
+    """Distance of each point to the polyline (both ``(N, 2)``)."""
+    points, polyline = np.asarray(points, float), np.asarray(polyline, float)
+    if len(polyline) == 1:
+        return np.hypot(*(points - polyline[0]).T)
+    a, b = polyline[:-1][None], polyline[1:][None]
+    p = points[:, None]
+    ab = b - a
+    t = np.clip(((p - a) * ab).sum(-1) / np.maximum((ab ** 2).sum(-1), 1e-12), 0, 1)
+    return np.sqrt(((a + t[..., None] * ab - p) ** 2).sum(-1)).min(axis=1)
+
+
+def check_stroke(stroke: dict, drawn: list, canvas_size, object_id: int, tolerance: float = 3.0) -> None:
+    """The kernel's stroke (DAVIS dict, normalised path) follows the mouse's canvas points ``drawn``:
+    same object, same ends and every point within ``tolerance`` canvas pixels of the other path."""
+    ch, cw = canvas_size
+    path = np.asarray(stroke["path"]) * [cw, ch]
+    drawn = np.asarray(drawn)
+    assert stroke["object_id"] == object_id, (stroke["object_id"], object_id)
+    assert np.hypot(*(path[0] - drawn[0])) <= tolerance, (path[0], drawn[0])
+    assert np.hypot(*(path[-1] - drawn[-1])) <= tolerance, (path[-1], drawn[-1])
+    # every kernel point lies on the mouse's path, and the mouse's path is covered
+    assert distance_to_polyline(path, drawn).max() <= tolerance
+    assert distance_to_polyline(drawn, path).max() <= tolerance
+    assert len(path) >= 3

@@ -11,35 +11,7 @@ from __future__ import annotations
 
 import json
 
-import numpy as np
-
-from labdriver import CANVAS, drag, open_and_run, read_json_when, stable_box, widget_notebook_cells, write_notebook
-
-TOLERANCE = 3.0  # canvas pixels
-
-
-def _distance_to_polyline(points: np.ndarray, polyline: np.ndarray) -> np.ndarray:
-    """Distance of each point to the polyline (both ``(N, 2)``)."""
-    if len(polyline) == 1:
-        return np.hypot(*(points - polyline[0]).T)
-    a, b = polyline[:-1][None], polyline[1:][None]
-    p = points[:, None]
-    ab = b - a
-    t = np.clip(((p - a) * ab).sum(-1) / np.maximum((ab ** 2).sum(-1), 1e-12), 0, 1)
-    return np.sqrt(((a + t[..., None] * ab - p) ** 2).sum(-1)).min(axis=1)
-
-
-def _check_stroke(stroke: dict, drawn: list, canvas_size, object_id: int) -> None:
-    ch, cw = canvas_size
-    path = np.asarray(stroke["path"]) * [cw, ch]
-    drawn = np.asarray(drawn)
-    assert stroke["object_id"] == object_id
-    assert np.hypot(*(path[0] - drawn[0])) <= TOLERANCE, (path[0], drawn[0])
-    assert np.hypot(*(path[-1] - drawn[-1])) <= TOLERANCE, (path[-1], drawn[-1])
-    # every kernel point lies on the mouse's path, and the mouse's path is covered
-    assert _distance_to_polyline(path, drawn).max() <= TOLERANCE
-    assert _distance_to_polyline(drawn, path).max() <= TOLERANCE
-    assert len(path) >= 3
+from labdriver import CANVAS, check_stroke, drag, open_and_run, read_json_when, stable_box, widget_notebook_cells, write_notebook
 
 
 def test_draw_undo_change_frame_draw_again(page, lab, lab_root, artifacts):
@@ -87,9 +59,9 @@ def test_draw_undo_change_frame_draw_again(page, lab, lab_root, artifacts):
     assert state["scribbles"]["sequence"] == "bear" and len(frames) == 82
     assert [len(f) for f in frames[:3]] == [2, 1, 0]
     assert sum(len(f) for f in frames[2:]) == 0
-    _check_stroke(frames[0][0], stroke_a, canvas_size, object_id=1)
-    _check_stroke(frames[0][1], stroke_b, canvas_size, object_id=2)
-    _check_stroke(frames[1][0], stroke_d, canvas_size, object_id=1)
+    check_stroke(frames[0][0], stroke_a, canvas_size, object_id=1)
+    check_stroke(frames[0][1], stroke_b, canvas_size, object_id=2)
+    check_stroke(frames[1][0], stroke_d, canvas_size, object_id=1)
 
     # the kernel autosaved the same strokes beside the notebook
     autosaved = json.loads((lab_root / "bear.scribbles.json").read_text())
