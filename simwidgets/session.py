@@ -115,6 +115,9 @@ class InteractiveSession:
         self._pending_frames: set[int] = set()
         self._pending_strokes = 0
         self._raster: dict[int, tuple[int, float, np.ndarray]] = {}
+        #: frames annotated before any result was shown: only these may get automatic
+        #: background cells (a correction is drawn on what the user saw)
+        self._blank_frames: set[int] = set()
 
     # ------------------------------------------------------------------ properties
     @property
@@ -328,7 +331,9 @@ class InteractiveSession:
         kwargs = {}
         if callback is not None:
             kwargs["callback"] = lambda done, total: callback("propagating", done, total)
-        result = self.transfer.propagate(references, **kwargs, **overrides)
+        if self.result is None:  # frames scribbled before any result was shown
+            self._blank_frames |= set(references)
+        result = self.transfer.propagate(references, background_frames=self._blank_frames, **kwargs, **overrides)
         seconds = time.perf_counter() - start
         if self.result is None or self.result.masks.shape != result.masks.shape:
             changed = list(range(self.n_frames))
@@ -351,6 +356,15 @@ class InteractiveSession:
         self._pending_frames, self._pending_strokes = set(), 0
         self.result = result
         return result
+
+    def preview(self, frame_idx: int) -> np.ndarray:
+        """A quick ``(H, W)`` mask of one frame from the references so far alone (no
+        temporal context): what the app shows at once while the whole round runs."""
+        references = self.references()
+        if not references:
+            raise BadInputError("nothing to propagate: add scribbles (or a mask) first")
+        blank = self._blank_frames | (set(references) if self.result is None else set())
+        return self.transfer.preview(references, frame_idx, background_frames=blank)
 
     def _embed(self, callback) -> None:
         """Fill the embedding cache, a batch at a time so ``callback`` can report progress."""

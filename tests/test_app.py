@@ -4,6 +4,9 @@ undo and re-propagate, change options, export, and survive a failing round.  Rea
 short clip of bear at a quarter of 480p, so a round takes a second or two."""
 from __future__ import annotations
 
+import threading
+import time
+
 import numpy as np
 import pytest
 from PIL import Image
@@ -54,7 +57,7 @@ def paint(app, clip, frame_idx, value, object_id, n=4, seed=0):
 
 @pytest.fixture
 def app(clip):
-    return SegmentationApp(clip, model="baseline", width=320, autosave=False)
+    return SegmentationApp(clip, model="baseline", width=320, autosave=False, background=False)
 
 
 @pytest.fixture
@@ -244,7 +247,7 @@ def test_imported_masks_become_references(clip, tmp_path):
     folder = tmp_path / "given"
     folder.mkdir()
     save_indexed_png(clip.masks[3], folder / "00003.png")
-    app = SegmentationApp(clip, model="baseline", autosave=False)
+    app = SegmentationApp(clip, model="baseline", autosave=False, background=False)
     app.import_path.value = str(folder)
     app.import_button.click()
     assert "frames 3" in app.status.value
@@ -332,3 +335,62 @@ def test_app_continues_an_existing_session(clip):
         SegmentationApp(clip.frames[:5], session=session, autosave=False)
     with pytest.raises(BadInputError, match="must be an InteractiveSession"):
         SegmentationApp(clip, session="nope", autosave=False)
+
+
+def test_the_button_runs_the_round_in_the_background_with_a_preview(clip):
+    """Propagate (background mode, the default): the frame on screen shows a preview from
+    the strokes alone before the round ends, the kernel is free meanwhile, and the final
+    masks replace the preview."""
+    app = SegmentationApp(clip, model="baseline", width=320, autosave=False)
+    assert app.background
+    paint(app, clip, ANNOTATED, 1, 0)
+    paint(app, clip, ANNOTATED, 0, 0, n=2, seed=3)
+    app.canvas.frame_idx = 7
+    release = threading.Event()
+    seen = {}
+    original = app.session.propagate
+
+    def slow(callback=None, **kwargs):
+        seen["preview"] = None if app.canvas.masks[7] is None else app.canvas.masks[7].copy()
+        release.wait(30)  # the round is "long": the test thread goes on meanwhile
+        return original(callback=callback, **kwargs)
+
+    app.session.propagate = slow
+    app.propagate_button.click()
+    assert app.busy and not app.cancel_button.disabled and app.propagate_button.disabled
+    app.canvas.frame_idx = 3  # the widget is usable while the round runs
+    release.set()
+    app.wait(120)
+    assert not app.busy and app.session.n_rounds == 1
+    preview = seen["preview"]
+    assert preview is not None and preview.shape == clip.masks[7].shape
+    assert np.mean((preview > 0) == (clip.masks[7] > 0)) > 0.8  # the bear, roughly, at once
+    assert np.array_equal(app.canvas.masks[7], app.result.masks[7])  # the round's masks replaced it
+
+
+def test_cancel_leaves_the_session_as_it_was(clip):
+    app = SegmentationApp(clip, model="baseline", width=320, autosave=False)
+    paint(app, clip, ANNOTATED, 1, 0)
+    app.propagate()  # round 1, in the calling thread
+    first = app.result
+    masks_before = [m.copy() for m in app.canvas.masks]
+    paint(app, clip, ANNOTATED, 0, 0, n=2, seed=5)
+    started = threading.Event()
+    original = app._on_progress
+
+    def on_progress(stage, done, total):
+        started.set()
+        time.sleep(0.05)
+        original(stage, done, total)
+
+    app._on_progress = on_progress
+    app.start_propagation()
+    assert started.wait(60)
+    app.cancel()
+    app.wait(120)
+    assert not app.busy and "cancelled" in app.status.value
+    assert app.session.n_rounds == 1 and app.result is first
+    assert all(np.array_equal(a, b) for a, b in zip(app.canvas.masks, masks_before))  # the preview is gone
+    app._on_progress = original
+    app.propagate()  # the strokes drawn before the cancelled round count now
+    assert app.session.n_rounds == 2 and app.session.history[-1].frames == [ANNOTATED]

@@ -255,7 +255,8 @@ def test_chunked_kernel_equals_dense_reference_on_real_frames(bear, window, n_co
 
 def test_two_class_finish_equals_argmax_of_upsampled_scores(bear):
     """With two classes only p1 - p0 is upsampled: the masks equal the argmax of both
-    upsampled channels (wherever the two are not tied to rounding)."""
+    upsampled channels (wherever the two are not tied to rounding).  Frame 0, annotated,
+    keeps the given labels pixel for pixel instead (its own test below)."""
     frames, masks = bear.frames[:6], bear.masks[:6]
     engine = LabelTransfer(frames, model="baseline")
     result = engine.propagate({0: masks[0]})
@@ -267,6 +268,7 @@ def test_two_class_finish_equals_argmax_of_upsampled_scores(bear):
     expected = up.argmax(1).numpy().astype(np.uint8)
     decided = (up[:, 1] - up[:, 0]).abs().numpy() > 1e-5
     assert decided.mean() > 0.99
+    decided[0] = False
     assert np.array_equal(result.masks[decided], expected[decided])
     # three classes take the general path: same check
     three = np.where(masks[0] > 0, 1, np.where(np.arange(masks.shape[2])[None, :] < 300, 0, 2))
@@ -274,7 +276,8 @@ def test_two_class_finish_equals_argmax_of_upsampled_scores(bear):
     probs = torch.stack(result.probabilities)
     up = torch.nn.functional.interpolate(probs, size=(h * engine.stride, w * engine.stride), mode="bilinear")
     expected = np.asarray(result.object_ids, np.uint8)[up[:, :, : engine.height, : engine.width].argmax(1).numpy()]
-    assert np.array_equal(result.masks, expected)
+    assert np.array_equal(result.masks[1:], expected[1:])
+    assert np.array_equal(result.masks[0], three)
     assert set(np.unique(result.masks)) == {0, 1, 2}
 
 
@@ -357,3 +360,18 @@ def test_correction_round_matches_only_the_new_frames_references(bear, cap, monk
     assert len(matched) == engine.n_frames and min(matched) > new_block
     expected = LabelTransfer(frames, model="baseline", config=TransferConfig(max_references=cap)).propagate(changed)
     assert np.array_equal(again.masks, expected.masks)
+
+
+def test_the_users_own_pixels_keep_their_labels(bear):
+    """A thin stroke survives at full resolution on its own frame: the grid clamp alone,
+    upsampled bilinearly, would blur a 3-pixel stroke into its neighbours' label."""
+    frames = bear.frames[:4]
+    engine = LabelTransfer(frames, model="baseline")
+    labels = np.full(frames.shape[1:3], -1, np.int64)
+    labels[bear.masks[0] > 0] = 1
+    labels[:40] = 0
+    labels[200:203, 100:700] = 0  # a thin background stroke across the bear
+    result = engine.propagate({0: labels})
+    known = labels >= 0
+    assert np.array_equal(result.masks[0][known], labels[known])
+    assert (result.masks[1][201, 100:700] == 1).mean() > (result.masks[0][201, 100:700] == 1).mean()

@@ -9,9 +9,11 @@
 It composes the :class:`~simwidgets.widgets.ScribbleWidget` (canvas, objects, brush,
 undo, frame slider, autosave) with the controls of an interactive session:
 
-* **Propagate** runs :meth:`InteractiveSession.propagate` on the current strokes (the
-  first time it embeds the video: a progress bar follows the embedding, then the
-  labelling); the masks appear as the overlay on every frame;
+* **Propagate** runs :meth:`InteractiveSession.propagate` on the current strokes in a
+  background thread: the frame on screen is previewed at once (its votes from the strokes
+  alone), the kernel and the widget stay usable meanwhile (a progress bar follows the
+  embedding, then the labelling), and the masks appear as the overlay on every frame when
+  the round ends; **Cancel** stops a round and leaves the session as it was;
 * a **confidence strip** under the canvas, one column per frame: bar height and colour
   show how unsure the transfer is (entropy of its votes; full height and red at 0.2 or
   the largest entropy if higher), orange marks frames with strokes, black marks the
@@ -32,6 +34,7 @@ for the next round.  This module imports torch (through the session); the
 from __future__ import annotations
 
 import html
+import threading
 from pathlib import Path
 
 import ipywidgets as widgets
@@ -48,6 +51,12 @@ from ..widgets import ScribbleWidget
 __all__ = ["SegmentationApp"]
 
 STRIP_HEIGHT = 30
+
+
+class RoundCancelled(Exception):
+    """Raised inside a round's progress callback to stop it (the Cancel button)."""
+
+
 #: what the Export button writes: format -> the suffix of its default path
 EXPORT_FORMATS = {"PNG masks": "_masks", "COCO RLE": "_masks.coco.json", "MP4 overlay": "_overlay.mp4",
                   "GIF overlay": "_overlay.gif"}
@@ -89,7 +98,7 @@ class SegmentationApp(widgets.VBox):
 
     def __init__(self, video, model="default", config=None, device=None, width: int = 640,
                  scribbles=None, autosave=True, n_objects: int | None = None, name: str | None = None,
-                 session: InteractiveSession | None = None, **kwargs):
+                 session: InteractiveSession | None = None, background: bool = True, **kwargs):
         editor_kwargs = {k: v for k, v in {"n_objects": n_objects, "name": name}.items() if v is not None}
         if session is not None:
             if not isinstance(session, InteractiveSession):
@@ -112,13 +121,22 @@ class SegmentationApp(widgets.VBox):
         # propagation
         self.propagate_button = widgets.Button(description="Propagate", icon="play", button_style="primary",
                                                tooltip="label every frame from the strokes")
+        self.cancel_button = widgets.Button(description="Cancel", icon="stop", disabled=True,
+                                            tooltip="stop this round; the previous masks stay")
+        self.cancel_button.on_click(lambda _: self.cancel())
+        #: the Propagate button runs the round in a thread (the kernel and the widget stay
+        #: usable, the frame on screen is previewed at once); False: in the click itself
+        self.background = bool(background)
+        self._cancel = threading.Event()
+        self._worker: threading.Thread | None = None
         self.suggest_button = widgets.Button(description="Suggest next frame", icon="lightbulb-o", disabled=True,
                                              tooltip="show the least certain frame without strokes",
                                              layout=widgets.Layout(width="180px"))
         self.progress = widgets.FloatProgress(value=0.0, min=0.0, max=1.0, description="",
                                               layout=widgets.Layout(width="240px", visibility="hidden"))
         self.progress_label = widgets.Label()
-        self.propagate_button.on_click(lambda _: self._run_guarded(self.propagate))
+        self.propagate_button.on_click(lambda _: self._run_guarded(
+            self.start_propagation if self.background else self.propagate))
         self.suggest_button.on_click(lambda _: self._run_guarded(self.suggest))
 
         # options (TransferConfig fields)
@@ -164,7 +182,8 @@ class SegmentationApp(widgets.VBox):
         self.status = widgets.HTML("<small>Paint strokes (object 1, background 0…), then press Propagate.</small>")
         self.canvas.observe(lambda _: self._draw_strip(), names=["frame_idx", "annotated_frames"])
 
-        run = widgets.HBox([self.propagate_button, self.progress, self.progress_label, self.suggest_button],
+        run = widgets.HBox([self.propagate_button, self.cancel_button, self.progress, self.progress_label,
+                            self.suggest_button],
                            layout=widgets.Layout(align_items="center", flex_flow="row wrap"))
         export = widgets.HBox([self.export_format, self.export_path, self.export_button, self.import_path,
                                self.import_button], layout=widgets.Layout(flex_flow="row wrap"))
@@ -198,6 +217,7 @@ class SegmentationApp(widgets.VBox):
         self.busy = busy
         has_result = self.session.result is not None
         self.propagate_button.disabled = busy
+        self.cancel_button.disabled = not busy
         self.suggest_button.disabled = busy or not has_result
         self.export_button.disabled = busy or not has_result
         self.import_button.disabled = busy
@@ -225,21 +245,20 @@ class SegmentationApp(widgets.VBox):
         }
 
     def _on_progress(self, stage: str, done: int, total: int) -> None:
+        if self._cancel.is_set():
+            raise RoundCancelled("cancelled")
         self.progress.description = stage
         self.progress.value = done / max(total, 1)
         self.progress_label.value = f"{stage} {done}/{total}"
 
-    def propagate(self):
-        """One round: the canvas's strokes -> masks on every frame (shown as the overlay).
-
-        Returns the PropagationResult.  On error the previous masks and result stay,
-        the buttons come back, and the error is raised (the button shows it instead).
-        """
+    def _begin_round(self) -> None:
+        """Check there is something to propagate and hand the strokes to the session."""
         if self.busy:
             raise BadInputError("a propagation is already running")
         strokes = self.canvas.scribbles
         if len(strokes) == 0 and not self.session.annotated_frames:
             raise BadInputError("no strokes yet: paint at least one object (and ideally background) first")
+        self._cancel.clear()
         self._set_busy(True)
         self.progress.layout.visibility = "visible"
         self.progress.value = 0.0
@@ -247,8 +266,16 @@ class SegmentationApp(widgets.VBox):
         try:
             self.session.configure(**self._options())
             self.session.set_scribbles(strokes)
+        except Exception:
+            self._end_round()
+            raise
+
+    def _run_round(self):
+        """The round itself; the previous masks and result stay on any failure."""
+        try:
             result = self.session.propagate(callback=self._on_progress)
             self.canvas.set_masks(result.masks)
+            self._previewed = None
             self._draw_strip()
             record = self.session.history[-1]
             embedded = f" (embedding {record.embed_seconds:.1f} s)" if record.n_embedded else ""
@@ -257,16 +284,77 @@ class SegmentationApp(widgets.VBox):
                 f"{len(record.changed_frames)} frames changed; least sure unannotated frame: "
                 f"{self.session.suggest_frame()}"
             )
+            return result
+        except RoundCancelled:
+            self._restore_masks()
+            self._say("cancelled: the previous masks stay; the strokes count for the next round")
+            return None
         except Exception as error:
+            self._restore_masks()
             self._say(f"propagation failed, the previous masks stay: {type(error).__name__}: "
                       f"{html.escape(str(error))}", error=True)
             error._shown_in_status = True
             raise
         finally:  # observers of ``busy`` see the finished state
-            self.progress.layout.visibility = "hidden"
-            self.progress_label.value = ""
-            self._set_busy(False)
-        return result
+            self._end_round()
+
+    def _end_round(self) -> None:
+        self.progress.layout.visibility = "hidden"
+        self.progress_label.value = ""
+        self._set_busy(False)
+
+    def _restore_masks(self) -> None:
+        """Take back a preview: the overlay shows the last finished round again."""
+        if self._previewed is not None:
+            frame_idx, mask = self._previewed
+            self.canvas.set_mask(frame_idx, mask)
+            self._previewed = None
+
+    _previewed = None  # (frame, the mask it replaced) while a preview is shown
+
+    def propagate(self):
+        """One round, in the calling thread: the canvas's strokes -> masks on every frame
+        (shown as the overlay).  Returns the PropagationResult (None if cancelled).  On
+        error the previous masks and result stay, the buttons come back, and the error is
+        raised (the button shows it instead)."""
+        self._begin_round()
+        return self._run_round()
+
+    def start_propagation(self) -> threading.Thread:
+        """One round in a background thread (what the Propagate button does).
+
+        The frame on screen gets a preview mask at once (its votes from the strokes
+        alone, :meth:`InteractiveSession.preview`); the whole round then runs while the
+        kernel and the widget stay usable (browse frames, draw the next strokes); its
+        masks replace the preview when it ends.  :meth:`cancel` stops it at the next
+        frame, leaving the session as it was.  Returns the thread (``join()`` waits).
+        """
+        self._begin_round()
+        try:
+            frame_idx = self.canvas.frame_idx
+            before = self.canvas.masks[frame_idx]
+            preview = self.session.preview(frame_idx)
+            self._previewed = (frame_idx, before)
+            self.canvas.set_mask(frame_idx, preview)
+            self._say(f"frame {frame_idx} previewed from the strokes alone; propagating through the video…")
+        except Exception:
+            self._end_round()
+            raise
+        self._worker = threading.Thread(target=self._run_guarded, args=(self._run_round,), daemon=True,
+                                        name="simwidgets-propagation")
+        self._worker.start()
+        return self._worker
+
+    def cancel(self) -> None:
+        """Stop a running round at its next frame; the session stays as before the round."""
+        if self.busy:
+            self._cancel.set()
+            self._say("cancelling…")
+
+    def wait(self, timeout: float | None = None) -> None:
+        """Wait for a background round to end."""
+        if self._worker is not None:
+            self._worker.join(timeout)
 
     def suggest(self) -> int:
         """Show the least certain frame without strokes; returns its index."""

@@ -27,6 +27,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from .. import checks
 from ..errors import BadInputError
 from ..models import load_model
 from . import knn
@@ -118,17 +119,19 @@ class LabelTransfer:
         maps (:func:`~.references.normalise_references`)."""
         return normalise_references(references, self.n_frames, self.height, self.width, self.config.brush_width)
 
-    def reference_cells(self, references, class_ids=None, config: TransferConfig | None = None) -> ReferenceCells:
+    def reference_cells(self, references, class_ids=None, config: TransferConfig | None = None,
+                        background_frames=None) -> ReferenceCells:
         """The reference cells this transfer keeps for ``references`` (normalised here),
         located by frame and cell, with their label distributions; reads no embedding."""
         references = self.normalise_references(references)
         class_ids = class_ids_of(references) if class_ids is None else class_ids
-        return reference_cells(references, class_ids, config or self.config, self.stride, self.grid)
+        return reference_cells(references, class_ids, config or self.config, self.stride, self.grid,
+                               background_frames)
 
-    def build_references(self, references, class_ids: list[int], config: TransferConfig):
+    def build_references(self, references, class_ids: list[int], config: TransferConfig, background_frames=None):
         """The reference table of normalised references, plus each annotated frame's clamp
         ``{frame: (known (h, w), distribution (C, h, w))}``."""
-        cells = reference_cells(references, class_ids, config, self.stride, self.grid)
+        cells = reference_cells(references, class_ids, config, self.stride, self.grid, background_frames)
         return self.reference_table(cells), self.clamps(cells)
 
     def reference_table(self, cells: ReferenceCells) -> References:
@@ -242,7 +245,8 @@ class LabelTransfer:
             store[t] = (w_f * forward[t] + w_b * backward[t]) / (w_f + w_b)
 
     # --------------------------------------------------------------------- public
-    def propagate(self, references, progress: bool = False, callback=None, **overrides) -> PropagationResult:
+    def propagate(self, references, progress: bool = False, callback=None, background_frames=None,
+                  **overrides) -> PropagationResult:
         """Label every frame.
 
         Parameters
@@ -250,6 +254,11 @@ class LabelTransfer:
         references : :class:`~simwidgets.scribbles.Scribbles`, or ``{frame_idx: (H, W) int
             label map}`` with -1 for unknown pixels (a full ground-truth mask works too)
         progress : show tqdm progress bars
+        background_frames : the annotated frames that may get automatic background cells
+            (:func:`~.references.reference_cells`); None: every one that marks every
+            object.  An interactive session passes the frames annotated before it showed
+            any result: a correction stroke is drawn on what the user saw, not on a blank
+            frame, so "far from this stroke" does not mean background there
         callback : called as ``callback(done, total)`` after each frame is labelled (a
             frame labelled in both temporal sweeps counts twice), e.g. for a widget's bar
         overrides : fields of :class:`TransferConfig` for this call only
@@ -263,7 +272,7 @@ class LabelTransfer:
         references = normalise_references(references, self.n_frames, self.height, self.width, config.brush_width)
         class_ids = class_ids_of(references)
         self.cache.ensure(progress=progress)
-        refs, clamps = self.build_references(references, class_ids, config)
+        refs, clamps = self.build_references(references, class_ids, config, background_frames)
         annotated = sorted(references)
         tick = None
         if callback is not None:
@@ -281,6 +290,11 @@ class LabelTransfer:
             self._sweep(list(range(self.n_frames)), refs, clamps, config, tick, out=store.__getitem__)
         probabilities = list(store)
         masks, confidence, entropy = self._finish(probabilities, class_ids)
+        for frame_idx, label_map in references.items():
+            # the user's own pixels keep their labels at full resolution (the clamp above
+            # holds on the grid; upsampling alone would blur a thin stroke away)
+            known = label_map >= 0
+            masks[frame_idx][known] = label_map[known]
         return PropagationResult(
             masks=masks,
             object_ids=class_ids,
@@ -289,6 +303,22 @@ class LabelTransfer:
             seconds=time.perf_counter() - start,
             probabilities=probabilities,
         )
+
+    def preview(self, references, frame_idx: int, background_frames=None, **overrides) -> np.ndarray:
+        """A quick ``(H, W)`` mask of one frame from the references alone (no temporal
+        context), to show on screen at once while the whole round runs: it embeds only
+        the annotated frames and this one, and votes this frame only."""
+        config = self.config.with_options(**overrides, temporal=False)
+        frame_idx = checks.frame_index(frame_idx, self.n_frames)
+        references = normalise_references(references, self.n_frames, self.height, self.width, config.brush_width)
+        self.cache.ensure(sorted(set(references) | {frame_idx}))
+        refs, clamps = self.build_references(references, class_ids_of(references), config, background_frames)
+        probs = self._sweep([frame_idx], refs, clamps, config)[frame_idx]
+        mask = self._finish([probs], class_ids_of(references))[0][0]
+        if frame_idx in references:
+            known = references[frame_idx] >= 0
+            mask[known] = references[frame_idx][known]
+        return mask
 
     def _finish(self, probabilities, class_ids):
         """Upsample scores to full resolution, argmax, and per-frame confidence.

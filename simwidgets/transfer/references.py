@@ -233,9 +233,17 @@ def stratified_subset(dominant: torch.Tensor, limit: int) -> torch.Tensor:
 
 
 def reference_cells(
-    references: Mapping[int, np.ndarray], class_ids: list[int], config: TransferConfig, stride: int, grid
+    references: Mapping[int, np.ndarray], class_ids: list[int], config: TransferConfig, stride: int, grid,
+    background_frames=None,
 ) -> ReferenceCells:
     """The reference cells of normalised references, with their label distributions.
+
+    Automatic background cells (cells farther than ``config.background_margin`` of the
+    frame diagonal from every object pixel) are added on annotated frames that mark every
+    object, and only on ``background_frames`` when that is given: the first scribbles of
+    the DAVIS protocol mark objects only, so far-away cells are the only background there;
+    a correction stroke, on the other hand, is a small patch on a missed region, and "far
+    from it" covers the correctly segmented rest of the object.
 
     When there are more than ``max_references`` cells in all, a class-stratified, seeded
     subset is kept over all frames together, so each class keeps the same share however
@@ -251,7 +259,8 @@ def reference_cells(
         marks_every_object = bool(all_objects) and all(counts[class_index[c]].any() for c in all_objects)
         # the user's labels are facts on their own frame: clamped there after voting
         clamps[frame_idx] = (user_total > 0, counts / user_total.clamp_min(1e-12))
-        if config.background_margin is not None and marks_every_object:
+        allowed = background_frames is None or frame_idx in background_frames
+        if config.background_margin is not None and marks_every_object and allowed:
             # background examples far from every object stroke (a hypothesis, so not
             # clamped; object strokes drawn later near a cell take it out again)
             background = torch.from_numpy(background_cells(label_map, stride, grid, config.background_margin))
