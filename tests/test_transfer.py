@@ -320,6 +320,7 @@ def test_correction_round_matches_only_the_new_frames_references(bear, cap, monk
     first = {6: np.where(bear.masks[36] > 0, 1, -1)}
     correction = {**first, 9: np.where(bear.masks[39] == 0, 0, -1)}
     engine = LabelTransfer(frames, model="baseline", config=TransferConfig(max_references=cap))
+    engine.fused = False  # count the matches of the torch kernel
     matched = []
     plain, merge = knn.topk_global, knn.merge_topk
 
@@ -375,3 +376,21 @@ def test_the_users_own_pixels_keep_their_labels(bear):
     known = labels >= 0
     assert np.array_equal(result.masks[0][known], labels[known])
     assert (result.masks[1][201, 100:700] == 1).mean() > (result.masks[0][201, 100:700] == 1).mean()
+
+
+@pytest.mark.skipif(not __import__("simwidgets.transfer.fused", fromlist=["available"]).available(),
+                    reason="numba is not installed")
+def test_the_fused_global_match_gives_the_torch_paths_masks(bear):
+    """The numba kernel in the engine: the same probabilities as the plain torch kernel but
+    where a near-tie (fp32 rounding of the dot products) swaps a query's k-th neighbour,
+    the same masks but for a few such pixels."""
+    frames = bear.frames[36:44]
+    refs = {3: np.where(bear.masks[39] > 0, 1, 0)}
+    fast = LabelTransfer(frames, model="baseline")
+    plain = LabelTransfer(frames, model="baseline")
+    plain.fused = False
+    assert fast.fused
+    a, b = fast.propagate(refs), plain.propagate(refs)
+    difference = torch.stack([(x - y).abs() for x, y in zip(a.probabilities, b.probabilities)])
+    assert difference.mean() < 1e-4 and (difference > 1e-4).float().mean() < 1e-3
+    assert np.mean(a.masks == b.masks) > 0.999
