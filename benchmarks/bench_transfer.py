@@ -103,8 +103,9 @@ def correction_round(model: str, n_frames: int, profile: bool = False) -> dict:
     session.propagate()  # the correction round itself (embeddings cached, 002's frame is new)
     cached = session.history[-1].seconds
     references = session.references()
-    # the same references again: nothing new to match (what a change of temperature costs)
-    repeat = best_of(lambda: session.transfer.propagate(references), repeat=1)
+    # the same references again, as a new round of the session: nothing new to match (what
+    # pressing Propagate after a change of temperature costs)
+    repeat = best_of(lambda: session.propagate(), repeat=1)
     annotated = sorted(references)
     votes = (session.n_frames - annotated[0]) + (annotated[-1] + 1)  # frames labelled per round
     row = {
@@ -303,11 +304,12 @@ def markdown(result: dict) -> str:
                 f"{cr['repeat_same_references_s']:.2f} s", "", None)
         row(f"correction round with re-embedding, {label}",
             f"{cr['round_with_embedding_s']:.2f} s (x{cr['ratio_with_embedding']:.1f})", "", None)
-    k = result["kernel"]
-    row(f"transfer kernel ({k['model']}, one frame {k['grid'][0]}x{k['grid'][1]} cells, "
-        f"{k['kernel_gflop_per_frame']:.1f} GFLOP) vs plain fp32 matmul",
-        f"{k['kernel_gflops']:.1f} / {k['matmul_gflops']:.1f} GFLOP/s = {100 * k['efficiency']:.0f} %",
-        ">= 50 %", k["efficiency"] >= TARGETS["kernel_efficiency"])
+    k = result.get("kernel") or {}
+    if k:
+        row(f"transfer kernel ({k['model']}, one frame {k['grid'][0]}x{k['grid'][1]} cells, "
+            f"{k['kernel_gflop_per_frame']:.1f} GFLOP) vs plain fp32 matmul",
+            f"{k['kernel_gflops']:.1f} / {k['matmul_gflops']:.1f} GFLOP/s = {100 * k['efficiency']:.0f} %",
+            ">= 50 %", k["efficiency"] >= TARGETS["kernel_efficiency"])
     for name, fps in result["embedding_fps"].items():
         if name in MODELS and name != "baseline" and result.get("embedding_precision"):
             name_shown = f"{name} ({result['embedding_precision']}, automatic)"
