@@ -22,6 +22,8 @@ The modules follow the data flow:
   recompute an embedding);
 * :mod:`.references` -- scribbles or label maps -> reference cells -> :class:`References`;
 * :mod:`.knn` -- the nearest-neighbour kernels and the vote, each beside a plain reference;
+* :mod:`.fused` -- the global match's similarity and top-k in one numba kernel (when numba
+  is installed; the torch kernel of :mod:`.knn` otherwise);
 * :mod:`.reuse` -- the candidates kept across rounds, so a correction round redoes only
   what the new scribbles change;
 * :mod:`.engine` -- :class:`LabelTransfer`: the sweeps, their blend, the masks.
