@@ -373,10 +373,10 @@ def plot(result: dict, path: Path) -> None:
         axes[2].set_ylabel("GiB")
         axes[2].legend(fontsize=7)
     axes[2].set_title("session memory, 480p")
-    k = result["kernel"]
+    k = result.get("kernel") or {}
+    kernel = f"; kernel {k['kernel_gflops']:.0f} GFLOP/s = {100 * k['efficiency']:.0f} % of matmul" if k else ""
     fig.suptitle(f"{result['machine']['cpu']}, {result['machine']['torch_threads']} threads, load "
-                 f"{result['machine']['load_average_start'][0]}; kernel {k['kernel_gflops']:.0f} GFLOP/s "
-                 f"= {100 * k['efficiency']:.0f} % of matmul", fontsize=9)
+                 f"{result['machine']['load_average_start'][0]}{kernel}", fontsize=9)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
