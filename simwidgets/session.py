@@ -333,7 +333,8 @@ class InteractiveSession:
             kwargs["callback"] = lambda done, total: callback("propagating", done, total)
         if self.result is None:  # frames scribbled before any result was shown
             self._blank_frames |= set(references)
-        result = self.transfer.propagate(references, background_frames=self._blank_frames, **kwargs, **overrides)
+        result = self.transfer.propagate(references, background_frames=self._background_frames(references),
+                                         **kwargs, **overrides)
         seconds = time.perf_counter() - start
         if self.result is None or self.result.masks.shape != result.masks.shape:
             changed = list(range(self.n_frames))
@@ -363,8 +364,12 @@ class InteractiveSession:
         references = self.references()
         if not references:
             raise BadInputError("nothing to propagate: add scribbles (or a mask) first")
-        blank = self._blank_frames | (set(references) if self.result is None else set())
-        return self.transfer.preview(references, frame_idx, background_frames=blank)
+        return self.transfer.preview(references, frame_idx, background_frames=self._background_frames(references))
+
+    def _background_frames(self, references) -> set[int]:
+        """The annotated frames that may get automatic background cells: those scribbled
+        before any result was shown (all of them, before the first round)."""
+        return self._blank_frames | (set(references) if self.result is None else set())
 
     def _embed(self, callback) -> None:
         """Fill the embedding cache, a batch at a time so ``callback`` can report progress."""

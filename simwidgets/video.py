@@ -49,6 +49,7 @@ __all__ = [
     "read_image",
     "read_mask",
     "read_mask_folder",
+    "resize_frame_and_mask",
     "natural_key",
     "synthetic_video",
 ]
@@ -395,6 +396,17 @@ def _load_masks(paths: list[Path], size: tuple[int, int]) -> np.ndarray:
                 "(the DAVIS palette), or the mask binary (0 and 255, or 0 and 65535)"
             )
     return np.stack([values for _, values, _ in raw]).astype(np.uint8)
+
+
+def resize_frame_and_mask(frame: np.ndarray, mask: np.ndarray, scale: float) -> tuple[np.ndarray, np.ndarray]:
+    """One frame and its mask scaled by ``scale``: the frame bilinear, the mask nearest (ids
+    stay ids), both to the same rounded size; returned as uint8."""
+    frame, mask = np.asarray(frame), np.asarray(mask)
+    if scale == 1.0:
+        return frame, mask.astype(np.uint8)
+    size = (max(1, round(frame.shape[1] * scale)), max(1, round(frame.shape[0] * scale)))
+    return (np.asarray(Image.fromarray(frame).resize(size, Image.BILINEAR)),
+            np.asarray(Image.fromarray(mask.astype(np.uint8)).resize(size, Image.NEAREST)))
 
 
 def read_mask_folder(folder: str | Path, n_frames: int | None = None,

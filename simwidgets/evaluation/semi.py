@@ -13,9 +13,9 @@ from pathlib import Path
 from typing import Callable, Iterable
 
 import numpy as np
-from PIL import Image
 
 from ..errors import BadInputError
+from ..video import resize_frame_and_mask
 from .metrics import evaluate_masks
 
 __all__ = ["evaluate_semi_supervised"]
@@ -34,10 +34,8 @@ def _frames_and_masks(video, max_frames: int | None, scale: float):
     if max_frames is not None:
         frames, masks = frames[:max_frames], masks[:max_frames]
     if scale != 1.0:
-        frames = np.asarray(frames)
-        size = (max(1, round(frames.shape[2] * scale)), max(1, round(frames.shape[1] * scale)))
-        frames = np.stack([np.asarray(Image.fromarray(f).resize(size, Image.BILINEAR)) for f in frames])
-        masks = np.stack([np.asarray(Image.fromarray(m.astype(np.uint8)).resize(size, Image.NEAREST)) for m in masks])
+        pairs = [resize_frame_and_mask(frames[t], masks[t], scale) for t in range(len(masks))]
+        frames, masks = np.stack([f for f, _ in pairs]), np.stack([m for _, m in pairs])
     return name, frames, masks
 
 

@@ -17,7 +17,7 @@ import torch
 from PIL import Image
 
 from ..errors import BadInputError
-from ..video import load_davis_sequence
+from ..video import load_davis_sequence, resize_frame_and_mask
 from .sampling import UNKNOWN
 
 __all__ = ["VideoClip", "PairBatch", "PairSampler", "default_split", "load_davis_clips", "SHIPPED_SAMPLES"]
@@ -82,13 +82,9 @@ class VideoClip:
         n = self.n_frames if max_frames is None else min(self.n_frames, max_frames)
         frames, masks = [], []
         for t in range(n):
-            frame, mask = self.frame(t), self.mask(t)
-            if scale != 1.0:
-                size = (max(1, round(frame.shape[1] * scale)), max(1, round(frame.shape[0] * scale)))
-                frame = np.asarray(Image.fromarray(frame).resize(size, Image.BILINEAR))
-                mask = np.asarray(Image.fromarray(mask.astype(np.uint8)).resize(size, Image.NEAREST))
+            frame, mask = resize_frame_and_mask(self.frame(t), self.mask(t), scale)
             frames.append(frame)
-            masks.append(mask.astype(np.uint8))
+            masks.append(mask)
         return np.stack(frames), np.stack(masks)
 
 

@@ -323,9 +323,10 @@ class LabelTransfer:
         frame_idx = checks.frame_index(frame_idx, self.n_frames)
         references = normalise_references(references, self.n_frames, self.height, self.width, config.brush_width)
         self.cache.ensure(sorted(set(references) | {frame_idx}))
-        refs, clamps = self.build_references(references, class_ids_of(references), config, background_frames)
+        class_ids = class_ids_of(references)
+        refs, clamps = self.build_references(references, class_ids, config, background_frames)
         probs = self._sweep([frame_idx], refs, clamps, config)[frame_idx]
-        mask = self._finish([probs], class_ids_of(references))[0][0]
+        mask = self._finish([probs], class_ids)[0][0]
         if frame_idx in references:
             known = references[frame_idx] >= 0
             mask[known] = references[frame_idx][known]
