@@ -102,6 +102,11 @@ def _add_train_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--weights", default=d["weights"],
                         help="backbone initialisation: imagenet, none, or a state-dict file (default %(default)s)")
     parser.add_argument("--train-backbone", action="store_true", help="fine-tune the pretrained backbone too")
+    parser.add_argument("--train-blocks", type=int, default=d["train_blocks"],
+                        help="fine-tune only the top N blocks of the frozen backbone (BatchNorm statistics "
+                             "stay fixed; default %(default)s)")
+    parser.add_argument("--backbone-lr-scale", type=float, default=d["backbone_lr_scale"],
+                        help="learning rate of fine-tuned trunk blocks relative to --lr (default %(default)s)")
     parser.add_argument("--steps", type=int, default=d["steps"], help="optimiser steps (default %(default)s)")
     parser.add_argument("--batch-pairs", type=int, default=d["batch_pairs"], help="frame pairs per step (default %(default)s)")
     parser.add_argument("--crop", type=int, default=d["crop"], help="square crop side in pixels (default %(default)s)")
@@ -300,6 +305,7 @@ def cmd_train(args, argv: list[str]) -> int:
             arch=args.arch, arch_options=arch_options, weights=weights, freeze_backbone=not args.train_backbone,
             steps=args.steps, batch_pairs=args.batch_pairs, crop=args.crop, loss=args.loss, lr=args.lr,
             hard_fraction=args.hard_fraction, seed=args.seed, val_every=args.val_every,
+            train_blocks=args.train_blocks, backbone_lr_scale=args.backbone_lr_scale,
             val_max_frames=args.val_max_frames, val_scale=args.val_scale, device=args.device,
         )
     main_rank = os.environ.get("RANK", "0") == "0"  # under torchrun, rank 0 speaks

@@ -196,6 +196,32 @@ def test_frozen_backbone_stays_fixed_and_head_learns(clips):
     assert any(not torch.equal(before[k], after[k]) for k in before if k.startswith("head."))
 
 
+@pytest.mark.parametrize("arch", ["mobilenetv2", "effnet-lite0"])
+def test_train_blocks_tunes_the_top_blocks_only_and_keeps_batchnorm_statistics(clips, arch):
+    """train_blocks=2: the weights of the trunk's top two blocks learn (at a tenth of the
+    rate), every other trunk weight and every BatchNorm statistic stays as it was."""
+    config = TrainConfig(arch=arch, arch_options={"dim": 8, "head_width": 16}, weights=None, train_blocks=2,
+                         steps=3, batch_pairs=1, crop=32, n_triplets=16, val_every=0)
+    torch.manual_seed(0)
+    model = build_model(arch, dim=8, head_width=16)
+    blocks = model.backbone._blocks if arch == "effnet-lite0" else model.backbone.features
+    prefix = "backbone._blocks." if arch == "effnet-lite0" else "backbone.features."
+    top = {f"{prefix}{i}." for i in (len(blocks) - 2, len(blocks) - 1)}
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    result = train(clips, (), config, model=model, progress=False)
+    after = result.model.state_dict()
+    in_top = lambda k: any(k.startswith(t) for t in top)  # noqa: E731
+    buffers = {k for k in before if k.startswith("backbone.") and "running_" in k}
+    assert all(torch.equal(before[k], after[k]) for k in before if k.startswith("backbone.") and not in_top(k))
+    assert all(torch.equal(before[k], after[k]) for k in buffers)  # the trunk's running statistics
+    assert any(not torch.equal(before[k], after[k]) for k in before if in_top(k) and k not in buffers)
+    with pytest.raises(BadInputError, match="no pretrained backbone"):
+        train(clips, (), TrainConfig(arch="fcn-small", train_blocks=1, steps=1), progress=False)
+    with pytest.raises(BadInputError, match="trunk has"):
+        train(clips, (), TrainConfig(arch=arch, arch_options={"dim": 8}, weights=None, train_blocks=99, steps=1),
+              progress=False)
+
+
 def test_validation_picks_the_best_checkpoint(tmp_path):
     videos = [synthetic_video(n_frames=8, n_objects=2, height=48, width=64, seed=s) for s in range(5)]
     clips = [VideoClip.from_sequence(v) for v in videos]

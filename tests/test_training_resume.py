@@ -73,6 +73,24 @@ def test_resume_refuses_another_configuration(clips, tmp_path):
         other.load_state(tmp_path / "m.pt")
 
 
+def test_a_state_written_before_an_option_existed_resumes(clips, tmp_path):
+    """Options added later (train_blocks, backbone_lr_scale) read as their defaults in an
+    older state: a long run started by the previous version continues."""
+    config = TrainConfig(**SMALL)
+    trainer = Trainer(clips[:2], clips[2:], config, out=tmp_path / "m.pt", checkpoint_every=2)
+    trainer.run(progress=False, until=2)
+    path = state_path_for(tmp_path / "m.pt")
+    state = torch.load(path, weights_only=True)
+    for name in ("train_blocks", "backbone_lr_scale"):
+        del state["config"][name]
+    torch.save(state, path)
+    later = Trainer(clips[:2], clips[2:], config, out=tmp_path / "m.pt")
+    later.load_state(path)
+    assert later.step == 2
+    with pytest.raises(BadInputError, match="backbone_lr_scale differ"):
+        Trainer(clips[:2], clips[2:], TrainConfig(**SMALL, backbone_lr_scale=0.5), out=tmp_path / "m.pt").load_state(path)
+
+
 def test_cli_resume_continues_a_stopped_run(tmp_path, write_davis, capsys):
     root = tmp_path / "davis"
     for seed, name in enumerate(["aa", "bb", "cc"]):

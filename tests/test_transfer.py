@@ -346,6 +346,7 @@ def test_correction_round_matches_only_the_new_frames_references(bear, cap, monk
     else:
         assert 0 < new_block and set(matched) == {new_block} and len(matched) == engine.n_frames
     fresh = LabelTransfer(frames, model="baseline", config=TransferConfig(max_references=cap))
+    fresh.fused = False  # the same kernels as the counted engine
     fresh.global_pool.budget_bytes = 0
     expected = fresh.propagate(correction)
     assert len(fresh.global_pool) == 0

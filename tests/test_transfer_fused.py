@@ -135,3 +135,66 @@ def test_falls_back_to_torch_without_numba(monkeypatch):
     values, index = fused.topk_dot(queries, keys, 20)
     ref_v, ref_i = knn.topk_global(queries, keys, 20)
     assert torch.equal(values, ref_v) and torch.equal(index, ref_i)
+
+
+# --------------------------------------------------------------------------- the vote
+@needs_numba
+@pytest.mark.parametrize("n_ctx, n_classes", [(0, 2), (1, 2), (3, 3)])
+def test_fused_vote_matches_the_plain_vote(n_ctx, n_classes):
+    """vote_candidates (one pass: merge, softmax, labels, window decode) gives the plain
+    computation's probabilities from the same frame, references and context."""
+    from simwidgets.transfer import fused_vote
+
+    gen = torch.Generator().manual_seed(n_ctx + 10 * n_classes)
+    dim, h, w, window, k = 16, 11, 19, 3, 8
+    query = torch.nn.functional.normalize(torch.randn(dim, h, w, generator=gen), dim=0)
+    refs = unit(60, dim, seed=n_ctx)
+    labels = torch.softmax(torch.randn(60, n_classes, generator=gen), 1)
+    context = [(torch.nn.functional.normalize(torch.randn(dim, h, w, generator=gen), dim=0),
+                torch.softmax(torch.randn(n_classes, h, w, generator=gen), 0)) for _ in range(n_ctx)]
+    g = knn.topk_global(query.reshape(dim, -1).T, refs, k)
+    local = knn.local_topk(query, [e for e, _ in context], window, k, tile=4) if context else None
+    got = fused_vote.vote_candidates(g, labels, local, [p for _, p in context], (h, w), k, 0.05, window, tile=4)
+    want = knn.vote_frame_reference(query, refs, labels, context, k, 0.05, window)
+    assert got.shape == (n_classes, h, w)
+    assert torch.allclose(got, want, atol=1e-5)
+
+
+@needs_numba
+def test_fused_vote_gives_zero_votes_where_nothing_is_in_reach():
+    from simwidgets.transfer import fused_vote
+
+    values = torch.full((6, 3), float("-inf"))
+    index = torch.zeros((6, 3), dtype=torch.long)
+    got = fused_vote.vote_candidates((values, index), torch.ones(1, 2) / 2, None, [], (2, 3), 3, 0.1, 1)
+    assert torch.equal(got, torch.zeros(2, 2, 3))
+
+
+@needs_numba
+def test_engine_with_fused_vote_matches_the_torch_engine(bear, monkeypatch):
+    """A scribble round and a correction round on real video: the engine voting with the
+    fused kernel and with plain torch give the same probabilities (fp32 rounding) and
+    masks.  (The global matches run on torch in both: the fused top-k may pick another of
+    two near-tied references, which the colour-and-position baseline has many of.)
+
+    Near-ties remain in the union itself: an annotated frame's cell is both a global
+    reference and a context cell, with the same similarity up to rounding but another
+    label (the mask's against the cell's vote), and the two kernels may keep different
+    ones of the pair at the ``k``-th place.  So probabilities agree on average to 1e-5 and
+    the masks on all but a few pixels in 10^4."""
+    from simwidgets.transfer import LabelTransfer
+
+    monkeypatch.setattr(fused, "topk_dot", knn.topk_global)
+    monkeypatch.setattr(fused, "merge_topk_dot", knn.merge_topk)
+    frames = bear.frames[34:46]
+    first = {3: np.where(bear.masks[37] > 0, 1, -1)}
+    correction = {**first, 8: np.where(bear.masks[42] == 0, 0, -1)}
+    results = {}
+    for use_fused in (True, False):
+        engine = LabelTransfer(frames, model="baseline")
+        engine.fused = use_fused
+        results[use_fused] = [engine.propagate(first), engine.propagate(correction)]
+    for got, want in zip(results[True], results[False]):
+        gaps = torch.stack([(a - b).abs() for a, b in zip(got.probabilities, want.probabilities)])
+        assert float(gaps.mean()) < 1e-5 and float(gaps.max()) < 0.1
+        assert (got.masks != want.masks).mean() < 2e-4

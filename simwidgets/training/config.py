@@ -28,6 +28,13 @@ class TrainConfig:
     freeze_backbone : keep the pretrained backbone fixed (BatchNorm statistics too) and
         train only the head: ~4x cheaper per step on a CPU, and twenty videos are too
         few to improve ImageNet features much
+    train_blocks : with a frozen backbone, fine-tune its top this many blocks anyway (their
+        weights only: BatchNorm statistics stay the ImageNet ones, since a batch of four
+        crops from one video estimates them badly). The upper blocks carry the semantic
+        features a similarity head reads, and twenty videos are enough to adjust them but
+        not to retrain the whole trunk.
+    backbone_lr_scale : learning rate of fine-tuned backbone weights relative to ``lr``
+        (the head starts from scratch, the trunk from ImageNet: a full rate erases it)
     steps, batch_pairs : optimiser steps and frame pairs per step
     crop : side of the square training crop, in pixels
     scale_range : random rescaling of the full frame before cropping
@@ -50,6 +57,8 @@ class TrainConfig:
     arch_options: dict = field(default_factory=dict)
     weights: str | None = "imagenet"
     freeze_backbone: bool = True
+    train_blocks: int = 0
+    backbone_lr_scale: float = 0.1
     steps: int = 1000
     batch_pairs: int = 4
     crop: int = 256
@@ -95,6 +104,10 @@ class TrainConfig:
             raise BadInputError(f"hard_fraction must lie in [0, 1]; got {self.hard_fraction}")
         if not self.lr > 0:
             raise BadInputError(f"lr must be positive; got {self.lr}")
+        if self.train_blocks < 0:
+            raise BadInputError(f"train_blocks must be >= 0; got {self.train_blocks}")
+        if not 0 < self.backbone_lr_scale <= 1:
+            raise BadInputError(f"backbone_lr_scale must lie in (0, 1]; got {self.backbone_lr_scale}")
 
     def to_record(self) -> dict:
         """Plain-value dict (JSON- and ``weights_only``-safe)."""

@@ -158,6 +158,30 @@ class _Trainee(nn.Module):
         return self.model(images)
 
 
+def _freeze(model: EmbeddingModel, config: TrainConfig) -> list:
+    """Freeze the backbone, then free the weights of its top ``config.train_blocks`` blocks.
+
+    Returns the freed parameters (they train at ``backbone_lr_scale`` of the rate).  The
+    backbone stays in eval mode throughout (see ``Trainer._train_mode``), so BatchNorm
+    statistics keep their ImageNet values even in the freed blocks.
+    """
+    for p in model.backbone.parameters():
+        p.requires_grad_(False)
+    if not config.train_blocks:
+        return []
+    blocks = getattr(model.backbone, "_blocks", None) or getattr(model.backbone, "features", None)
+    if blocks is None:
+        raise BadInputError(f"{config.arch} has no trunk blocks to fine-tune (train_blocks={config.train_blocks})")
+    if config.train_blocks > len(blocks):
+        raise BadInputError(f"train_blocks={config.train_blocks} but {config.arch}'s trunk has {len(blocks)} blocks")
+    freed = []
+    for block in list(blocks)[-config.train_blocks:]:
+        for p in block.parameters():
+            p.requires_grad_(True)
+            freed.append(p)
+    return freed
+
+
 class Trainer:
     """One training run: its network, optimiser, data streams and history.
 
@@ -188,14 +212,23 @@ class Trainer:
         torch.manual_seed(config.seed)  # the same initial weights on every rank
         self.model = (_build(config) if model is None else model).to(device)
         self.frozen = config.freeze_backbone and hasattr(self.model, "backbone")
-        if self.frozen:
-            for p in self.model.backbone.parameters():
-                p.requires_grad_(False)
+        if config.train_blocks and not self.frozen:
+            raise BadInputError(
+                "train_blocks fine-tunes the top blocks of a frozen pretrained backbone; "
+                + ("--train-backbone trains all of it already" if hasattr(self.model, "backbone")
+                   else f"{config.arch} has no pretrained backbone")
+            )
+        tuned = _freeze(self.model, config) if self.frozen else []
         self.loss_fn = make_loss(config.loss, **config.loss_options).to(device)
-        params = [p for p in self.model.parameters() if p.requires_grad] + list(self.loss_fn.parameters())
-        if not params:
+        tuned_ids = {id(p) for p in tuned}
+        head = [p for p in self.model.parameters() if p.requires_grad and id(p) not in tuned_ids]
+        head += list(self.loss_fn.parameters())
+        if not head and not tuned:
             raise BadInputError("nothing to train: every parameter is frozen")
-        self.optimiser = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
+        groups = [{"params": head, "lr_scale": 1.0}]
+        if tuned:
+            groups.append({"params": tuned, "lr_scale": config.backbone_lr_scale})
+        self.optimiser = torch.optim.AdamW(groups, lr=config.lr, weight_decay=config.weight_decay)
         self.use_amp = config.amp and device.type == "cuda"
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.use_amp)
         trainee = _Trainee(self.model, self.loss_fn)
@@ -258,7 +291,7 @@ class Trainer:
         config, step = self.config, self.step
         self._train_mode()
         for group in self.optimiser.param_groups:
-            group["lr"] = self.lr_at(step)
+            group["lr"] = self.lr_at(step) * group.get("lr_scale", 1.0)
         batch = self.sampler.sample(config.batch_pairs)
         images = batch.images.to(self.ctx.device, non_blocking=True)
         with torch.autocast(device_type="cuda", dtype=torch.float16, enabled=self.use_amp):
@@ -397,6 +430,10 @@ class Trainer:
         """Continue the run saved in ``path``: it must be of this configuration, these
         sequences and this number of processes (each rank resumes its own streams)."""
         state = load_training_state(path)
+        saved = dict(state["config"])
+        for name, default in TrainConfig().to_record().items():
+            saved.setdefault(name, default)  # options added since the state was written
+        state["config"] = saved
         mine = {"config": self.config.to_record(), "train_sequences": self.record["train_sequences"],
                 "val_sequences": self.record["val_sequences"], "processes": self.ctx.world}
         for key, value in mine.items():

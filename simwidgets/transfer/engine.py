@@ -30,7 +30,7 @@ import torch.nn.functional as F
 from .. import checks
 from ..errors import BadInputError
 from ..models import load_model
-from . import fused, knn
+from . import fused, fused_vote, knn
 from .cache import EmbeddingCache
 from .config import TransferConfig
 from .references import (
@@ -177,16 +177,17 @@ class LabelTransfer:
             mapping, new_rows = carried
             values, index = kept.values.clone(), mapping[kept.index.long()]
             if new_rows is not None:
-                values, index = knn.merge_topk(flat, refs.embeddings[new_rows], new_rows, values, index,
-                                               min(k, len(refs)))
+                merge = fused.merge_topk_dot if self.fused and flat.device.type == "cpu" else knn.merge_topk
+                values, index = merge(flat, refs.embeddings[new_rows], new_rows, values, index, min(k, len(refs)))
         if refs.blocks and len(refs) <= 2**31 - 1:  # indices are kept as int32
             self.global_pool.put(key, values, index, GlobalOrigin(k, refs.blocks))
         return values, index
 
     def _local_candidates(self, query, context_embeddings, config: TransferConfig, key: LocalKey | None):
         """Top-``k`` context cells within the spatial window of each query cell
-        (``(values, index)`` as :func:`~.knn.window_cells` gives), kept across rounds
-        under ``key`` (the frame, its context frames and the options)."""
+        (``(values, positions)`` as :func:`~.knn.local_topk` gives: window positions,
+        which the vote decodes), kept across rounds under ``key`` (the frame, its context
+        frames and the options)."""
         dim, h, w = query.shape
         kept = self.local_pool.get(key) if key is not None else None
         if kept is not None:
@@ -195,7 +196,7 @@ class LabelTransfer:
             values, position = knn.local_topk(query, context_embeddings, config.window, config.top_k, knn.TILE)
             if key is not None:
                 self.local_pool.put(key, values, position)
-        return values, knn.window_cells(position, h, w, config.window, knn.TILE)
+        return values, position
 
     # --------------------------------------------------------------------- sweeps
     def _sweep(self, order: list[int], refs, clamps, config, tick=None, out=None) -> dict[int, torch.Tensor]:
@@ -216,10 +217,19 @@ class LabelTransfer:
             if config.temporal and context:
                 key = LocalKey(frame_idx, tuple(context_frames), config.window, config.top_k, knn.TILE)
                 local_candidates = self._local_candidates(query, [e for e, _ in context], config, key)
-            probs = knn.vote_frame(
-                query, refs.embeddings, refs.labels, context if config.temporal else [], config.top_k,
-                config.temperature, config.window, global_candidates, local_candidates,
-            )
+            if self.fused and query.device.type == "cpu":
+                probs = fused_vote.vote_candidates(
+                    global_candidates, refs.labels, local_candidates, [p for _, p in context] if local_candidates else [],
+                    self.grid, config.top_k, config.temperature, config.window, knn.TILE,
+                )
+            else:
+                if local_candidates is not None:
+                    values, position = local_candidates
+                    local_candidates = values, knn.window_cells(position, *self.grid, config.window, knn.TILE)
+                probs = knn.vote_frame(
+                    query, refs.embeddings, refs.labels, context if config.temporal else [], config.top_k,
+                    config.temperature, config.window, global_candidates, local_candidates,
+                )
             if frame_idx in clamps:
                 # on an annotated frame the user's labels are facts: clamp them
                 known, dist = clamps[frame_idx]

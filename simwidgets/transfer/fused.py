@@ -207,6 +207,41 @@ if numba is not None:
                     _select(buf[r], n, k, gm, hits, cv, ci, out_v[q0 + r], out_i[q0 + r])
 
     @njit(cache=True, parallel=True, boundscheck=False)
+    def _insert_kernel(q, kT, n_new, new_rows, values, index):
+        """Scores of each query with the new keys, each one above the query's kept
+        ``k``-th inserted into its sorted top-``k`` in place (kept entries win ties).
+
+        A correction adds a few hundred keys; most of their scores fall below the kept
+        ``k``-th, so one comparison per score is the whole cost beyond the dot products."""
+        n_q, dim = q.shape
+        dp, np_ = kT.shape
+        k = values.shape[1]
+        for task in prange((n_q + TASK - 1) // TASK):
+            buf = np.empty((QUERY_BLOCK, np_), np.float32)
+            qb = np.zeros((QUERY_BLOCK, dp), np.float32)
+            for q0 in range(task * TASK, min(n_q, (task + 1) * TASK), QUERY_BLOCK):
+                nq = min(n_q, q0 + QUERY_BLOCK) - q0
+                for r in range(nq):
+                    for d in range(dim):
+                        qb[r, d] = q[q0 + r, d]
+                _scores(qb, kT, buf)
+                for r in range(nq):
+                    vr = values[q0 + r]
+                    ir = index[q0 + r]
+                    kth = vr[k - 1]
+                    for j in range(n_new):
+                        x = buf[r, j]
+                        if x > kth:
+                            p = k - 1
+                            while p > 0 and x > vr[p - 1]:
+                                vr[p] = vr[p - 1]
+                                ir[p] = ir[p - 1]
+                                p -= 1
+                            vr[p] = x
+                            ir[p] = new_rows[j]
+                            kth = vr[k - 1]
+
+    @njit(cache=True, parallel=True, boundscheck=False)
     def _merge_kernel(kept_v, kept_i, new_v, new_i, out_v, out_i):
         """Merge two descending lists per row (kept first among equal values)."""
         n_q, k = out_v.shape
@@ -283,6 +318,13 @@ def merge_topk_dot(queries, new_keys, new_rows, values, index, k: int):
         from . import knn
 
         return knn.merge_topk(queries, new_keys, new_rows, values, index, k)
+    if values.shape[1] == k and len(new_rows) and len(queries):
+        # a full kept top-k (the usual case): insert the few new scores above its k-th
+        out_v = np.array(_as_numpy(values), copy=True)
+        out_i = np.array(torch.as_tensor(index).numpy(), dtype=np.int64, copy=True)
+        rows = np.ascontiguousarray(torch.as_tensor(new_rows, dtype=torch.long).numpy())
+        _insert_kernel(_as_numpy(queries), prepare_keys(new_keys), len(rows), rows, out_v, out_i)
+        return torch.from_numpy(out_v), torch.from_numpy(out_i)
     new_v, new_i = topk_dot(queries, new_keys, k)
     rows = torch.as_tensor(new_rows, dtype=torch.long).numpy()
     new_i = rows[np.asarray(new_i)]
