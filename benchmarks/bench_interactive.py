@@ -62,6 +62,33 @@ def subset_means(rows: dict, names: list[str]) -> dict | None:
     return {"n": len(picked), **{k: float(np.mean([r[k] for r in picked])) for k in keys}}
 
 
+#: issue 14's targets for the loop (DAVIS protocol, the robot, 8 interactions)
+TARGETS = {"gain": 0.10, "ends_below_start": 0, "corrected_frame_worst_change": 0.0, "AUC": 0.80, "J&F@60s": 0.82}
+
+
+def loop_figures(rows: dict) -> dict:
+    """What the corrections buy: mean J&F after the last interaction minus after the
+    first, the sequences that end below their start, and the corrected frames' own change
+    (after their round minus before it; the worst case)."""
+    first = [r["interactions"][0]["J&F"] for r in rows.values() if r["interactions"]]
+    last = [r["interactions"][-1]["J&F"] for r in rows.values() if r["interactions"]]
+    below = [n for n, r in rows.items() if r["interactions"] and r["interactions"][-1]["J&F"] < r["interactions"][0]["J&F"]]
+    changes = [(c["after"] - c["before"], n, c) for n, r in rows.items() for c in r.get("corrected", [])]
+    worst = min(changes, key=lambda x: x[0]) if changes else None
+    return {
+        "mean_first": float(np.mean(first)) if first else None,
+        "mean_last": float(np.mean(last)) if last else None,
+        "gain": float(np.mean(last) - np.mean(first)) if first else None,
+        "ends_below_start": below,
+        "corrections": len(changes),
+        "corrected_frames_fell": sum(1 for c in changes if c[0] < 0),
+        "corrected_frame_mean_change": float(np.mean([c[0] for c in changes])) if changes else None,
+        "corrected_frame_worst": None if worst is None else {
+            "sequence": worst[1], "interaction": worst[2]["interaction"], "frame": worst[2]["frame"],
+            "before": worst[2]["before"], "after": worst[2]["after"], "change": worst[0]},
+    }
+
+
 def run(args) -> dict:
     sequences = args.sequences.split(",") if args.sequences else None
     report = {
@@ -80,9 +107,12 @@ def run(args) -> dict:
             print(f"  {model_name:10s} {name:18s} AUC {row['AUC']:.3f}  J&F@60s {row['J&F@60s']:.3f}  "
                   f"final J&F {row['J&F']:.3f}  {row['n_interactions']} interactions  "
                   f"{row['seconds_per_frame']:.2f} s/frame  ({tag})", flush=True)
+            print("    J&F per interaction: " + " ".join(f"{i['J&F']:.3f}" for i in row["interactions"]), flush=True)
+            print("    corrected frame before -> after: " + "  ".join(
+                f"{c['frame']}: {c['before']:.2f}->{c['after']:.2f}" for c in row.get("corrected", [])), flush=True)
 
         result = evaluate_interactive(args.davis_root, sequences, model=model_name, interactions=args.interactions,
-                                      progress=progress)
+                                      progress=progress, max_time=None if args.no_time_limit else "challenge")
         rows = result["sequences"]
         held_out = [n for n in rows if n not in seen]
         report["models"][model_name] = {
@@ -91,10 +121,12 @@ def run(args) -> dict:
             "held_out_mean": subset_means(rows, held_out),
             "trained_on_mean": subset_means(rows, seen),
             "sequences": {
-                n: {k: r[k] for k in ("AUC", "J&F@60s", "J&F", "n_interactions", "n_frames", "seconds_per_frame",
-                                      "start")}
+                n: {**{k: r[k] for k in ("AUC", "J&F@60s", "J&F", "n_interactions", "n_frames", "seconds_per_frame",
+                                         "start", "corrected")},
+                    "curve": [i["J&F"] for i in r["interactions"]]}
                 for n, r in rows.items()
             },
+            "loop": loop_figures(rows),
             "settings": result["settings"],
             "commit": _commit(),
             "wall_seconds": time.perf_counter() - start,
@@ -133,12 +165,30 @@ def markdown(report: dict) -> str:
             if s:
                 lines.append(f"| {label} | {s['n']} | {s['AUC']:.3f} | {s['J&F@60s']:.3f} | {s['J&F']:.3f} | "
                              f"{s['seconds_per_frame']:.2f} |")
-        lines += ["", "| sequence | trained on | AUC | J&F@60s | final J&F | interactions | s/frame |",
-                  "|---|---|---|---|---|---|---|"]
+        loop = r.get("loop")
+        if loop and loop["gain"] is not None:
+            worst = loop["corrected_frame_worst"]
+            worst_text = "—" if worst is None else (
+                f"{worst['change']:+.3f} ({worst['sequence']}, interaction {worst['interaction']}, frame "
+                f"{worst['frame']}: {worst['before']:.3f} -> {worst['after']:.3f})")
+            lines += [
+                "", "| loop figure | measured | target |", "|---|---|---|",
+                f"| mean J&F after the last interaction minus after the first | {loop['gain']:+.3f} "
+                f"({loop['mean_first']:.3f} -> {loop['mean_last']:.3f}) | >= +{TARGETS['gain']:.2f} |",
+                f"| sequences ending below their first interaction | {len(loop['ends_below_start'])} "
+                f"{'(' + ', '.join(loop['ends_below_start']) + ')' if loop['ends_below_start'] else ''} | none |",
+                f"| corrected frames whose own J&F fell | {loop['corrected_frames_fell']} of {loop['corrections']}; "
+                f"worst {worst_text} | never |",
+                f"| AUC / J&F@60s (pooled) | {r['mean']['AUC']:.3f} / {r['mean']['J&F@60s']:.3f} | "
+                f">= {TARGETS['AUC']:.2f} / >= {TARGETS['J&F@60s']:.2f} |",
+            ]
+        lines += ["", "| sequence | trained on | AUC | J&F@60s | final J&F | interactions | s/frame | J&F per interaction |",
+                  "|---|---|---|---|---|---|---|---|"]
         for seq, row in r["sequences"].items():
+            curve = " ".join(f"{v:.2f}" for v in row.get("curve", []))
             lines.append(f"| {seq} | {'yes' if seq in r['trained_on'] else 'no'} | {row['AUC']:.3f} | "
                          f"{row['J&F@60s']:.3f} | {row['J&F']:.3f} | {row['n_interactions']} | "
-                         f"{row['seconds_per_frame']:.2f} |")
+                         f"{row['seconds_per_frame']:.2f} | {curve} |")
         lines.append("")
     return "\n".join(lines)
 
@@ -149,6 +199,8 @@ def main(argv=None) -> int:
     parser.add_argument("--models", default="default,baseline", help="comma-separated names or checkpoint paths")
     parser.add_argument("--sequences", default=None, help="comma-separated (default: every sequence of the root)")
     parser.add_argument("--interactions", type=int, default=8)
+    parser.add_argument("--no-time-limit", action="store_true",
+                        help="no time budget (every interaction runs; AUC normalised by davisinteractive's rule)")
     parser.add_argument("--out", type=Path, default=None, help="JSON to write (default: results/interactive_<root>.json)")
     parser.add_argument("--merge", action="store_true",
                         help="keep the other models already in the output file (runs done at different times)")

@@ -258,7 +258,7 @@ def test_two_class_finish_equals_argmax_of_upsampled_scores(bear):
     upsampled channels (wherever the two are not tied to rounding).  Frame 0, annotated,
     keeps the given labels pixel for pixel instead (its own test below)."""
     frames, masks = bear.frames[:6], bear.masks[:6]
-    engine = LabelTransfer(frames, model="baseline")
+    engine = LabelTransfer(frames, model="baseline", config=TransferConfig(refine=False))
     result = engine.propagate({0: masks[0]})
     assert result.object_ids == [0, 1]
     probs = torch.stack(result.probabilities)
@@ -279,6 +279,74 @@ def test_two_class_finish_equals_argmax_of_upsampled_scores(bear):
     assert np.array_equal(result.masks[1:], expected[1:])
     assert np.array_equal(result.masks[0], three)
     assert set(np.unique(result.masks)) == {0, 1, 2}
+
+
+@pytest.mark.parametrize("use_numba", [True, False])
+def test_refined_finish_equals_argmax_of_guided_upsampled_scores(bear, use_numba, monkeypatch):
+    """With refine=True (the default) the masks are the argmax of the guided filter's
+    output for every class (two classes: the sign of p1 - p0 through it), from the fused
+    kernel and from the torch path alike; annotated frames keep the user's labels."""
+    from simwidgets.transfer import refine
+
+    if not use_numba:
+        monkeypatch.setattr(refine, "available", lambda: False)
+    elif not refine.available():
+        pytest.skip("numba is not installed")
+    frames, masks = bear.frames[:6], bear.masks[:6]
+    engine = LabelTransfer(frames, model="baseline")
+    assert engine.config.refine
+    three = np.where(masks[0] > 0, 1, np.where(np.arange(masks.shape[2])[None, :] < 300, 0, 2))
+    for references in ({0: masks[0]}, {0: three}):
+        result = engine.propagate(references)
+        probs = torch.stack(result.probabilities)
+        up = refine.guided_upsample(probs, np.asarray(frames), engine.stride, engine.config.refine_radius,
+                                    engine.config.refine_eps)
+        top2 = up.topk(2, dim=1).values
+        decided = (top2[:, 0] - top2[:, 1]).numpy() > 1e-4
+        assert decided[1:].mean() > 0.99
+        expected = np.asarray(result.object_ids, np.uint8)[up.argmax(1).numpy()]
+        decided[0] = False
+        assert np.array_equal(result.masks[decided], expected[decided])
+        assert np.array_equal(result.masks[0], references[0])
+        plain = engine.propagate(references, refine=False)
+        assert 0 < (plain.masks[1:] != result.masks[1:]).mean() < 0.05  # edges move, the rest stays
+
+
+def test_guided_upsample_matches_the_plain_computation(bear):
+    """The torch fast guided filter against the loops-and-solves reference, on real
+    frames cut to sizes that are not whole cells, for 1 and 3 channels."""
+    from simwidgets.transfer import refine
+
+    frames = np.asarray(bear.frames[[10, 50], 100:157, 200:283])
+    gen = torch.Generator().manual_seed(0)
+    for channels, radius, eps in ((1, 1, 1e-3), (3, 2, 1e-2), (1, 0, 1e-4)):
+        scores = torch.randn((2, channels, 8, 11), generator=gen)
+        got = refine.guided_upsample(scores, frames, 8, radius, eps)
+        want = refine.guided_upsample_reference(scores, frames, 8, radius, eps)
+        assert got.shape == (2, channels, 57, 83)
+        assert torch.allclose(got, want, atol=1e-4)
+        if refine.available():
+            labels = refine.refined_labels(scores, frames, 8, radius, eps)
+            expected = (want[:, 0] > 0).numpy() if channels == 1 else want.argmax(1).numpy()
+            clear = (want[:, 0].abs() > 1e-4).numpy() if channels == 1 else \
+                (want.topk(2, 1).values[:, 0] - want.topk(2, 1).values[:, 1]).numpy() > 1e-4
+            assert np.array_equal(labels[clear], expected[clear].astype(np.uint8))
+
+
+def test_guided_upsample_follows_an_edge_inside_a_cell():
+    """A vertical colour edge 3 pixels into a cell, scores that change from one cell to the
+    next: bilinear upsampling puts the mask edge half-way between cell centres, the
+    guided filter on the colour edge itself."""
+    from simwidgets.transfer import refine
+
+    frame = np.zeros((1, 16, 32, 3), np.uint8)
+    frame[:, :, 11:] = 200  # the edge at x = 11, inside cell 1 (pixels 8..15)
+    scores = torch.tensor([[-1.0, -1.0, 1.0, 1.0]]).repeat(2, 1)[None, None]  # (1, 1, 2, 4)
+    bilinear = torch.nn.functional.interpolate(scores, size=(16, 32), mode="bilinear")[0, 0]
+    assert (bilinear[8] > 0).nonzero()[0].item() == 16  # midway between the cell centres 11.5 and 19.5
+    edge = {r: (refine.guided_upsample(scores, frame, 8, radius=r, eps=1e-3)[0, 0, 8] > 0).nonzero()[0].item()
+            for r in (1, 2)}
+    assert 11 <= edge[1] < 16 and edge[2] == 11  # a wider window sees the whole edge
 
 
 def test_correction_round_reuses_local_candidates_exactly(bear):

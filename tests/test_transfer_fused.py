@@ -180,7 +180,7 @@ def test_engine_with_fused_vote_matches_the_torch_engine(bear, monkeypatch):
     Near-ties remain in the union itself: an annotated frame's cell is both a global
     reference and a context cell, with the same similarity up to rounding but another
     label (the mask's against the cell's vote), and the two kernels may keep different
-    ones of the pair at the ``k``-th place.  So probabilities agree on average to 1e-5 and
+    ones of the pair at the ``k``-th place.  So probabilities agree on average to 5e-5 and
     the masks on all but a few pixels in 10^4."""
     from simwidgets.transfer import LabelTransfer
 
@@ -196,5 +196,5 @@ def test_engine_with_fused_vote_matches_the_torch_engine(bear, monkeypatch):
         results[use_fused] = [engine.propagate(first), engine.propagate(correction)]
     for got, want in zip(results[True], results[False]):
         gaps = torch.stack([(a - b).abs() for a, b in zip(got.probabilities, want.probabilities)])
-        assert float(gaps.mean()) < 1e-5 and float(gaps.max()) < 0.1
+        assert float(gaps.mean()) < 5e-5 and float(gaps.max()) < 0.1
         assert (got.masks != want.masks).mean() < 2e-4

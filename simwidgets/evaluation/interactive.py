@@ -130,6 +130,27 @@ def _summarize(service, report, sequences: Sequence[str]) -> dict:
     }
 
 
+def _frame_scores(report, name: str, interaction: int) -> dict[int, float]:
+    """``{frame: J&F}`` (mean over objects) of one interaction's prediction."""
+    part = report[(report["sequence"] == name) & (report["interaction"] == interaction)]
+    return {int(f): float(v) for f, v in part.groupby("frame")["j_and_f"].mean().items()}
+
+
+def _corrected_frames(report, name: str, interactions: list[dict]) -> list[dict]:
+    """For each correction (interaction 2 on): the frames the robot scribbled on, with
+    their J&F in the prediction before the correction and in the one after it.  The
+    corrected frame's own score should never fall: the user drew on what was wrong."""
+    rows = []
+    for previous, current in zip(interactions, interactions[1:]):
+        before = _frame_scores(report, name, previous["interaction"])
+        after = _frame_scores(report, name, current["interaction"])
+        for frame in current.get("scribbled_frames", []):
+            if frame in before and frame in after:
+                rows.append({"interaction": current["interaction"], "frame": int(frame),
+                             "before": before[frame], "after": after[frame]})
+    return rows
+
+
 def _interaction_rows(report, name: str) -> list[dict]:
     """Per interaction: J, F, J&F (mean over frames, then objects) and davisinteractive's timing."""
     rows = []
@@ -334,6 +355,7 @@ def _sequence_row(name, run, report, service, start, keep_scribbles) -> dict:
     for i, row in enumerate(interactions):  # evaluated interactions are the first ones
         row["predict_seconds"] = predict[i] if i < len(predict) else None
         row["scribbled_frames"] = frames[i] if i < len(frames) else []
+    corrected = _corrected_frames(report, name, interactions)
     summary = _summarize(service, report, [name])
     last = interactions[-1] if interactions else {"J": 0.0, "F": 0.0, "J&F": 0.0}
     n_frames = start["n_frames"]
@@ -353,6 +375,7 @@ def _sequence_row(name, run, report, service, start, keep_scribbles) -> dict:
         "seconds": float(sum(predict)),
         "seconds_per_frame": float(np.mean(predict) / n_frames) if predict else 0.0,
         "interactions": interactions,
+        "corrected": corrected,
         "curve": summary["curve"],
     }
     if keep_scribbles:

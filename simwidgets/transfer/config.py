@@ -34,6 +34,12 @@ class TransferConfig:
         scribbles mark objects only, and a few background strokes rarely cover the scene);
         a frame where only some objects are marked says nothing about the rest of it, so it
         gets none; ``None`` disables it
+    refine : edge-aware upsampling: the grid scores become full-resolution masks through a
+        guided filter on the frame's colours (:mod:`.refine`), so mask edges follow image
+        edges instead of the grid; ``False`` upsamples bilinearly
+    refine_radius : the guided filter's window radius, in grid cells
+    refine_eps : its regularisation (colour variance on a 0..1 scale below which a window
+        counts as flat, i.e. keeps the bilinear scores)
     max_references : cap on the scribble/mask reference cells of all annotated frames
         together (a class-stratified random subset is kept: a full reference mask has tens
         of thousands of cells, and the temporal context already carries its detail)
@@ -47,6 +53,9 @@ class TransferConfig:
     brush_width: float = 3.0
     background_margin: float | None = 0.15
     max_references: int = 2048
+    refine: bool = True
+    refine_radius: int = 1
+    refine_eps: float = 1e-4
 
     def __post_init__(self):
         checked = {
@@ -58,6 +67,9 @@ class TransferConfig:
             "brush_width": checks.positive_float(self.brush_width, "brush_width"),
             "background_margin": _margin(self.background_margin),
             "max_references": checks.positive_int(self.max_references, "max_references"),
+            "refine": checks.boolean(self.refine, "refine"),
+            "refine_radius": checks.non_negative_int(self.refine_radius, "refine_radius"),
+            "refine_eps": checks.positive_float(self.refine_eps, "refine_eps"),
         }
         for name, value in checked.items():  # canonical types: frozen, so through object
             object.__setattr__(self, name, value)

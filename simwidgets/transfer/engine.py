@@ -10,8 +10,9 @@ kernels of :mod:`.knn`, and the candidates kept across rounds in two pools of
    backward from the last, each frame using the previous ``n_context`` frames of its sweep
    as local references; frames between annotations get both sweeps, blended with weights
    that fall with the distance to the annotation each sweep started from;
-3. the per-object scores on the embedding grid are upsampled bilinearly to full resolution
-   before the argmax, so masks follow the grid smoothly.
+3. the per-object scores on the embedding grid are upsampled to full resolution before the
+   argmax, by a guided filter on the frame's colours (:mod:`.refine`; bilinearly with
+   ``refine=False``), so mask edges follow the image's edges.
 
 Work is chunked (queries in blocks, tiles in chunks, frames one at a time, one
 preallocated score tensor for the video) so memory stays bounded for long videos.  Every
@@ -30,7 +31,7 @@ import torch.nn.functional as F
 from .. import checks
 from ..errors import BadInputError
 from ..models import load_model
-from . import fused, fused_vote, knn
+from . import fused, fused_vote, knn, refine
 from .cache import EmbeddingCache
 from .config import TransferConfig
 from .references import (
@@ -310,7 +311,7 @@ class LabelTransfer:
         else:
             self._sweep(list(range(self.n_frames)), refs, clamps, config, tick, out=store.__getitem__)
         probabilities = list(store)
-        masks, confidence, entropy = self._finish(probabilities, class_ids)
+        masks, confidence, entropy = self._finish(probabilities, class_ids, range(self.n_frames), config)
         for frame_idx, label_map in references.items():
             # the user's own pixels keep their labels at full resolution (the clamp above
             # holds on the grid; upsampling alone would blur a thin stroke away)
@@ -336,19 +337,22 @@ class LabelTransfer:
         class_ids = class_ids_of(references)
         refs, clamps = self.build_references(references, class_ids, config, background_frames)
         probs = self._sweep([frame_idx], refs, clamps, config)[frame_idx]
-        mask = self._finish([probs], class_ids)[0][0]
+        mask = self._finish([probs], class_ids, [frame_idx], config)[0][0]
         if frame_idx in references:
             known = references[frame_idx] >= 0
             mask[known] = references[frame_idx][known]
         return mask
 
-    def _finish(self, probabilities, class_ids):
+    def _finish(self, probabilities, class_ids, frame_indices, config: TransferConfig):
         """Upsample scores to full resolution, argmax, and per-frame confidence.
 
         Frames go in batches.  With two classes only the difference ``p1 - p0`` is
-        upsampled (bilinear interpolation is linear, so its sign is the argmax of the two
-        upsampled channels): half the interpolation work and no argmax pass.
+        upsampled (both the bilinear and the guided upsampling are linear in the scores,
+        so its sign is the argmax of the two upsampled channels): half the work and no
+        argmax pass.  With ``config.refine`` the upsampling is the guided filter of
+        :mod:`.refine`, steered by the frames ``frame_indices``.
         """
+        frame_indices = list(frame_indices)
         h, w = self.grid
         n_classes = len(class_ids)
         lut = np.asarray(class_ids, dtype=np.uint8)
@@ -366,7 +370,12 @@ class LabelTransfer:
                 continue
             ent = -(probs.clamp_min(1e-8).log() * probs).sum(1) / np.log(n_classes)
             entropy[start:stop] = ent.mean((1, 2)).cpu().numpy()
-            if n_classes == 2:
+            if config.refine:
+                scores = probs[:, 1:2] - probs[:, 0:1] if n_classes == 2 else probs
+                guide = self.cache.frames[frame_indices[start:stop]]
+                winner = refine.refined_labels(scores, guide, self.stride, config.refine_radius, config.refine_eps)
+                masks[start:stop] = lut[winner] if n_classes > 2 else np.where(winner > 0, lut[1], lut[0])
+            elif n_classes == 2:
                 diff = probs[:, 1:2] - probs[:, 0:1]
                 up = F.interpolate(diff, size=size, mode="bilinear", align_corners=False)
                 winner = (up[:, 0, : self.height, : self.width] > 0).cpu().numpy()
