@@ -306,7 +306,9 @@ def test_refined_finish_equals_argmax_of_guided_upsampled_scores(bear, use_numba
         assert decided[1:].mean() > 0.99
         expected = np.asarray(result.object_ids, np.uint8)[up.argmax(1).numpy()]
         decided[0] = False
-        assert np.array_equal(result.masks[decided], expected[decided])
+        # the fused kernel solves in float64, the torch path in float32: a rare pixel whose
+        # winner is decided by less than their rounding may differ
+        assert (result.masks[decided] != expected[decided]).mean() < 1e-5
         assert np.array_equal(result.masks[0], references[0])
         plain = engine.propagate(references, refine=False)
         assert 0 < (plain.masks[1:] != result.masks[1:]).mean() < 0.05  # edges move, the rest stays
@@ -379,11 +381,12 @@ def test_correction_round_reuses_local_candidates_exactly(bear):
 
 @pytest.mark.parametrize("cap", [10**6, 500])
 def test_correction_round_matches_only_the_new_frames_references(bear, cap, monkeypatch):
-    """Without subsampling, a correction on another frame matches each frame against that
-    frame's reference cells only (the first frame's block is kept) and gives a fresh
-    engine's result; a change to the first frame's own scribbles matches that frame's new
-    block only.  When the cap draws a new subset over all frames, everything is matched
-    afresh, with the same result as a fresh engine."""
+    """A correction on another frame matches each frame against that frame's reference
+    cells only (the first frame's block is kept) and gives a fresh engine's result; a
+    change to the first frame's own scribbles matches that frame's new block only.  With a
+    cap below the first frame's cells too: the cap holds frame by frame, so the first
+    frame's subset does not change when another frame is annotated, and the new frame's
+    cells are all kept."""
     frames = bear.frames[30:42]
     first = {6: np.where(bear.masks[36] > 0, 1, -1)}
     correction = {**first, 9: np.where(bear.masks[39] == 0, 0, -1)}
@@ -409,10 +412,10 @@ def test_correction_round_matches_only_the_new_frames_references(bear, cap, monk
     reused = engine.propagate(correction)
     both = len(engine.build_references(correction, [0, 1], engine.config)[0])
     new_block = both - first_block
-    if cap == 500:  # a new subset over both frames: every reference is matched afresh
-        assert both <= 500 and set(matched) == {both} and len(matched) == engine.n_frames
-    else:
-        assert 0 < new_block and set(matched) == {new_block} and len(matched) == engine.n_frames
+    assert 0 < new_block and set(matched) == {new_block} and len(matched) == engine.n_frames
+    if cap == 500:
+        cells = engine.reference_cells(correction, [0, 1])
+        assert [len(b.cells) for b in cells.blocks] == [first_block, new_block] == [500, 500]
     fresh = LabelTransfer(frames, model="baseline", config=TransferConfig(max_references=cap))
     fresh.fused = False  # the same kernels as the counted engine
     fresh.global_pool.budget_bytes = 0
@@ -421,8 +424,6 @@ def test_correction_round_matches_only_the_new_frames_references(bear, cap, monk
     for got, want in zip(reused.probabilities, expected.probabilities):
         assert torch.allclose(got, want, atol=1e-6)
     assert np.array_equal(reused.masks, expected.masks)
-    if cap == 500:
-        return
     # the first frame's scribble changes: its block is new and matched, frame 9's is kept
     matched.clear()
     changed = {6: np.where(bear.masks[36] > 0, 1, 0), 9: correction[9]}
@@ -440,11 +441,13 @@ def test_the_users_own_pixels_keep_their_labels(bear):
     labels = np.full(frames.shape[1:3], -1, np.int64)
     labels[bear.masks[0] > 0] = 1
     labels[:40] = 0
-    labels[200:203, 100:700] = 0  # a thin background stroke across the bear
+    labels[300:303, 100:700] = 0  # a thin background stroke across the bear (rows 214-434)
     result = engine.propagate({0: labels})
     known = labels >= 0
     assert np.array_equal(result.masks[0][known], labels[known])
-    assert (result.masks[1][201, 100:700] == 1).mean() > (result.masks[0][201, 100:700] == 1).mean()
+    # the stroke holds on its own frame only: on the next frame the bear is there again
+    on_bear = bear.masks[1][301, 100:700] > 0
+    assert (result.masks[1][301, 100:700][on_bear] == 1).mean() > 0.9
 
 
 @pytest.mark.skipif(not __import__("simwidgets.transfer.fused", fromlist=["available"]).available(),

@@ -150,7 +150,8 @@ def test_reference_cells_locate_every_row_of_the_table():
         cells = engine.reference_cells(references, config=config)
         refs, clamps = engine.build_references(engine.normalise_references(references), cells.class_ids, config)
         positions = cells.positions()
-        assert len(cells) == len(refs) == len(positions) <= cap
+        assert len(cells) == len(refs) == len(positions)
+        assert all(len(block.cells) <= cap for block in cells.blocks)  # the cap holds frame by frame
         assert torch.equal(cells.labels(), refs.labels)
         looked_up = torch.stack([engine.cache[int(f)][:, r, c] for f, r, c in positions.tolist()])
         assert torch.equal(looked_up, refs.embeddings)
@@ -158,3 +159,20 @@ def test_reference_cells_locate_every_row_of_the_table():
         assert set(clamps) == {0, 3}
     assert reference_cells(engine.normalise_references(references), [0, 1, 2], TransferConfig(), engine.stride,
                            engine.grid).class_ids == [0, 1, 2]
+
+
+def test_frame_subset_keeps_the_users_cells_and_caps_automatic_background():
+    """The user's cells all stay when they fit; automatic background fills up to one
+    class's share; a frame with more user cells than the cap keeps a class-stratified
+    subset of them (small objects survive); the choice depends on the frame alone."""
+    from simwidgets.transfer.references import frame_subset
+
+    dominant = torch.tensor([1] * 30 + [0] * 10 + [0] * 500)
+    user = torch.tensor([True] * 40 + [False] * 500)
+    keep = frame_subset(dominant, user, 100)
+    assert set(range(40)) <= set(keep.tolist())  # every user cell
+    assert len(keep) == 40 + 50  # automatic background up to 100 // 2 classes
+    assert torch.equal(keep, frame_subset(dominant, user, 100))  # seeded: the same cells again
+    full = torch.tensor([1] * 20 + [0] * 980)
+    kept = frame_subset(full, torch.ones(1000, dtype=torch.bool), 100)
+    assert len(kept) == 70 and (full[kept] == 1).sum() == 20  # the small object whole, 50 background

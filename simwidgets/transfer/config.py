@@ -40,9 +40,11 @@ class TransferConfig:
     refine_radius : the guided filter's window radius, in grid cells
     refine_eps : its regularisation (colour variance on a 0..1 scale below which a window
         counts as flat, i.e. keeps the bilinear scores)
-    max_references : cap on the scribble/mask reference cells of all annotated frames
-        together (a class-stratified random subset is kept: a full reference mask has tens
-        of thousands of cells, and the temporal context already carries its detail)
+    max_references : cap on the reference cells of each annotated frame: the user's own
+        cells first (all of a frame's strokes fit; of a full mask, with tens of thousands
+        of cells, a class-stratified random subset is kept, since the temporal context
+        already carries its detail), then automatic background cells up to one class's
+        share
     """
 
     top_k: int = 20

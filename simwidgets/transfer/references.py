@@ -7,8 +7,8 @@ function here:
 1. :func:`normalise_references` checks scribbles or label maps and returns
    ``{frame: (H, W) label map, -1 = unknown}`` (scribbles are rasterised);
 2. :func:`reference_cells` picks the cells: every cell with a known pixel, plus automatic
-   background cells far from every object on frames that mark every object, then a
-   class-stratified subset when there are more than ``max_references``.  It needs only the
+   background cells far from every object on frames that mark every object, then, frame
+   by frame, at most ``max_references`` of them (the user's first).  It needs only the
    labels, not the embeddings, so the similarity explorer can locate each reference;
 3. :func:`reference_table` gathers the cells' embeddings into :class:`References`, each
    frame's rows named by a :class:`BlockKey` so the global candidates of a frame can be
@@ -39,6 +39,7 @@ __all__ = [
     "reference_cells",
     "reference_table",
     "references_from_scribbles",
+    "frame_subset",
     "stratified_subset",
 ]
 
@@ -232,6 +233,26 @@ def stratified_subset(dominant: torch.Tensor, limit: int) -> torch.Tensor:
     return torch.cat(keep).sort().values
 
 
+def frame_subset(dominant: torch.Tensor, user: torch.Tensor, limit: int) -> torch.Tensor:
+    """Sorted positions of the cells of one frame to keep, at most ``limit``.
+
+    ``dominant`` is each cell's winning class, ``user`` whether a pixel of it was marked by
+    the user (the rest are automatic background cells).  The user's cells are facts and
+    all stay when they fit (a full mask does not: then a class-stratified subset of them);
+    automatic background cells fill what is left, up to one class's share
+    (``limit // classes``), since they are only a guess."""
+    n_classes = max(1, int(dominant.max()) + 1) if len(dominant) else 1
+    user_rows = torch.nonzero(user).flatten()
+    auto_rows = torch.nonzero(~user).flatten()
+    if len(user_rows) > limit:
+        return user_rows[stratified_subset(dominant[user_rows], limit)]
+    budget = min(limit - len(user_rows), max(1, limit // max(n_classes, 2)))
+    if len(auto_rows) > budget:
+        generator = torch.Generator().manual_seed(0)
+        auto_rows = auto_rows[torch.randperm(len(auto_rows), generator=generator)[:budget]]
+    return torch.cat([user_rows, auto_rows]).sort().values
+
+
 def reference_cells(
     references: Mapping[int, np.ndarray], class_ids: list[int], config: TransferConfig, stride: int, grid,
     background_frames=None,
@@ -245,10 +266,12 @@ def reference_cells(
     a correction stroke, on the other hand, is a small patch on a missed region, and "far
     from it" covers the correctly segmented rest of the object.
 
-    When there are more than ``max_references`` cells in all, a class-stratified, seeded
-    subset is kept over all frames together, so each class keeps the same share however
-    many frames are annotated (a cap per frame instead would let every corrected frame add
-    its own thousand background cells and drown the objects).
+    Each frame's cells are capped on their own (:func:`frame_subset`), by a rule that
+    depends on that frame's labels only: a correction on another frame then leaves every
+    earlier frame's cells as they were, so their kept candidates stay valid and only the
+    new frame is matched, and the new frame's own strokes are all kept, however many
+    cells the earlier frames hold (a subset redrawn over all frames together diluted a
+    correction's few hundred cells among thousands and let it miss its target).
     """
     class_index = {object_id: i for i, object_id in enumerate(class_ids)}
     frames, cell_lists, dists, clamps = [], [], [], {}
@@ -268,16 +291,11 @@ def reference_cells(
         flat = counts.reshape(len(class_ids), -1)
         total = flat.sum(0)
         cells = torch.nonzero(total > 0).flatten()
+        dist = flat[:, cells] / total[cells]
+        keep = frame_subset(dist.argmax(0), (user_total.reshape(-1) > 0)[cells], config.max_references)
         frames.append(frame_idx)
-        cell_lists.append(cells)
-        dists.append(flat[:, cells] / total[cells])
-    sizes = [len(c) for c in cell_lists]
-    if sum(sizes) > config.max_references:
-        keep = stratified_subset(torch.cat(dists, 1).argmax(0), config.max_references)
-        bounds = np.cumsum([0] + sizes)
-        picks = [keep[(keep >= a) & (keep < b)] - a for a, b in zip(bounds[:-1], bounds[1:])]
-        cell_lists = [cells[p] for cells, p in zip(cell_lists, picks)]
-        dists = [dist[:, p] for dist, p in zip(dists, picks)]
+        cell_lists.append(cells[keep])
+        dists.append(dist[:, keep])
     blocks = tuple(
         CellBlock(frame, cells, dist.T) for frame, cells, dist in zip(frames, cell_lists, dists) if len(cells)
     )
