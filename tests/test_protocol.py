@@ -26,6 +26,7 @@ SCALE = 4
 ROW_KEYS = {
     "J", "F", "J&F", "AUC", "J&F@60s", "n_interactions", "n_frames", "n_objects", "start",
     "scribble", "ids_folded", "adapted", "seconds", "seconds_per_frame", "interactions", "curve", "scribbles",
+    "corrected",
 }
 
 
@@ -117,6 +118,20 @@ def test_first_scribbles(first, root):
     robot = dog["scribbles"][0]["scribbles"]
     assert [f for f, strokes in enumerate(robot) if strokes] == [first_with_dog]
     assert {s["object_id"] for s in robot[first_with_dog]} == {1}
+
+
+def test_corrected_frames_report_their_own_score_before_and_after(first, root):
+    """Each correction names its frame with that frame's J&F in the prediction before it and
+    after it: davisinteractive's per-frame scores, which the saved final masks reproduce."""
+    result, tmp = first
+    for name, row in result["sequences"].items():
+        (entry,) = row["corrected"]
+        assert entry["interaction"] == 2 and [entry["frame"]] == row["interactions"][1]["scribbled_frames"]
+        assert 0.0 <= entry["before"] <= 1.0 and 0.0 <= entry["after"] <= 1.0
+        frame = entry["frame"]
+        gt = load_davis_sequence(root, name, lazy=True).masks[frame]
+        final = read_mask(tmp / "masks" / name / f"{frame:05d}.png")
+        assert evaluate_masks(final[None], gt[None]).jf_mean == pytest.approx(entry["after"], abs=1e-6)
 
 
 def test_corrections_come_from_the_robot(first):
