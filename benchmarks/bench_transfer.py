@@ -191,7 +191,7 @@ def kernel_efficiency(model: str = "default") -> dict:
     refs = References(embeddings[0].reshape(dim, -1).T[pick].contiguous(),
                       torch.softmax(torch.randn(n_refs, n_classes, generator=generator), 1))
     context = [(e, torch.softmax(torch.randn(n_classes, h, w, generator=generator), 0)) for e in embeddings[:3]]
-    config = engine.config
+    config = engine.config.for_stride(engine.stride)
 
     def vote():
         return knn.vote_frame(embeddings[3], refs.embeddings, refs.labels, context, config.top_k,

@@ -176,3 +176,19 @@ def test_frame_subset_keeps_the_users_cells_and_caps_automatic_background():
     full = torch.tensor([1] * 20 + [0] * 980)
     kept = frame_subset(full, torch.ones(1000, dtype=torch.bool), 100)
     assert len(kept) == 70 and (full[kept] == 1).sum() == 20  # the small object whole, 50 background
+
+
+def test_the_default_window_is_the_same_in_pixels_at_every_stride():
+    """window=None means 48 pixels: 12 cells at stride 4, 6 at stride 8; a window given
+    in cells is kept; the engine matches with the resolved window."""
+    from simwidgets.transfer.config import WINDOW_PIXELS
+
+    config = TransferConfig()
+    assert config.window is None and WINDOW_PIXELS == 48
+    assert config.for_stride(4).window == 12 and config.for_stride(8).window == 6
+    assert TransferConfig(window=3).for_stride(8).window == 3
+    video = synthetic_video(n_frames=3, n_objects=1, height=48, width=64, seed=1)
+    engine = LabelTransfer(video.frames, model="baseline")  # stride 8
+    engine.propagate({0: video.masks[0]})
+    keys = list(engine.local_pool.keys())
+    assert keys and {key.window for key in keys} == {6}

@@ -148,7 +148,8 @@ class SegmentationApp(widgets.VBox):
         self.temperature_slider = widgets.FloatLogSlider(value=config.temperature, base=10, min=-3, max=0, step=0.1,
                                                          description="temperature", readout_format=".3f",
                                                          style={"description_width": "80px"})
-        self.window_slider = widgets.IntSlider(value=config.window, min=1, max=40, description="window",
+        window = config.for_stride(self.session.transfer.stride).window
+        self.window_slider = widgets.IntSlider(value=window, min=1, max=40, description="window",
                                                style={"description_width": "50px"})
         self.options = widgets.Accordion(children=[widgets.HBox([
             self.temporal_checkbox, self.top_k_slider, self.temperature_slider, self.window_slider],

@@ -34,6 +34,7 @@ _NAMES = {
     "default_split": "data",
     "load_davis_clips": "data",
     "SHIPPED_SAMPLES": "data",
+    "VALIDATION_SEQUENCES": "data",
     "adapt_to_references": "adapt",
     "SimilarityLoss": "losses",
     "PairwiseLogisticLoss": "losses",

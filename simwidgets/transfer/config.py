@@ -13,7 +13,10 @@ from dataclasses import dataclass
 from .. import checks
 from ..errors import BadInputError
 
-__all__ = ["TransferConfig"]
+__all__ = ["TransferConfig", "WINDOW_PIXELS"]
+
+#: radius of the temporal context's spatial window, in pixels, when ``window`` is None
+WINDOW_PIXELS = 48
 
 
 @dataclass(frozen=True)
@@ -26,7 +29,11 @@ class TransferConfig:
     temperature : softmax temperature of the votes (smaller = nearest dominate)
     temporal : also use earlier frames' predictions as references (local window)
     n_context : how many previous frames serve as context when ``temporal``
-    window : radius, in grid cells, of the spatial window for context references
+    window : radius, in grid cells, of the spatial window for context references; None
+        (the default) means :data:`WINDOW_PIXELS` pixels at the model's stride (12 cells
+        at stride 4, 6 at stride 8): the window is about how far an object moves between
+        frames, which is counted in pixels (at stride 8, 6 cells scored as well as 12 on
+        the nine validation sequences, and match a quarter of the keys)
     brush_width : pixel width used to rasterise scribble strokes
     background_margin : on every annotated frame where every object is marked, cells that no
         stroke covers and that lie farther than this fraction of the frame diagonal from all
@@ -51,7 +58,7 @@ class TransferConfig:
     temperature: float = 0.05
     temporal: bool = True
     n_context: int = 3
-    window: int = 12
+    window: int | None = None
     brush_width: float = 3.0
     background_margin: float | None = 0.15
     max_references: int = 2048
@@ -65,7 +72,7 @@ class TransferConfig:
             "temperature": checks.positive_float(self.temperature, "temperature"),
             "temporal": checks.boolean(self.temporal, "temporal"),
             "n_context": checks.non_negative_int(self.n_context, "n_context"),
-            "window": checks.non_negative_int(self.window, "window"),
+            "window": None if self.window is None else checks.non_negative_int(self.window, "window"),
             "brush_width": checks.positive_float(self.brush_width, "brush_width"),
             "background_margin": _margin(self.background_margin),
             "max_references": checks.positive_int(self.max_references, "max_references"),
@@ -75,6 +82,12 @@ class TransferConfig:
         }
         for name, value in checked.items():  # canonical types: frozen, so through object
             object.__setattr__(self, name, value)
+
+    def for_stride(self, stride: int) -> "TransferConfig":
+        """This configuration with ``window`` in cells for a model of this output stride."""
+        if self.window is not None:
+            return self
+        return dataclasses.replace(self, window=max(1, round(WINDOW_PIXELS / int(stride))))
 
     @classmethod
     def option_names(cls) -> tuple[str, ...]:

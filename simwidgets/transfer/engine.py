@@ -290,7 +290,7 @@ class LabelTransfer:
         PropagationResult with ``masks`` ``(T, H, W)`` uint8.
         """
         start = time.perf_counter()
-        config = self.config.with_options(**overrides)
+        config = self.config.with_options(**overrides).for_stride(self.stride)
         references = normalise_references(references, self.n_frames, self.height, self.width, config.brush_width)
         class_ids = class_ids_of(references)
         self.cache.ensure(progress=progress)
@@ -330,7 +330,7 @@ class LabelTransfer:
         """A quick ``(H, W)`` mask of one frame from the references alone (no temporal
         context), to show on screen at once while the whole round runs: it embeds only
         the annotated frames and this one, and votes this frame only."""
-        config = self.config.with_options(**overrides, temporal=False)
+        config = self.config.with_options(**overrides, temporal=False).for_stride(self.stride)
         frame_idx = checks.frame_index(frame_idx, self.n_frames)
         references = normalise_references(references, self.n_frames, self.height, self.width, config.brush_width)
         self.cache.ensure(sorted(set(references) | {frame_idx}))
