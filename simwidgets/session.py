@@ -307,7 +307,8 @@ class InteractiveSession:
         return result
 
     # ------------------------------------------------------------------ rounds
-    def propagate(self, callback: Callable[[str, int, int], None] | None = None, **overrides) -> PropagationResult:
+    def propagate(self, callback: Callable[[str, int, int], None] | None = None, on_frame=None,
+                  **overrides) -> PropagationResult:
         """Label every frame from all references so far; record the round.
 
         Parameters
@@ -315,6 +316,9 @@ class InteractiveSession:
         callback : called as ``callback(stage, done, total)`` while working, ``stage``
             ``"embedding"`` (frames embedded) then ``"propagating"`` (frames labelled), so
             a progress bar can follow; it must not touch the session
+        on_frame : called as ``on_frame(frame_idx, mask)`` with each frame's final mask as
+            soon as it is known, while the round goes on (see
+            :meth:`~simwidgets.transfer.LabelTransfer.propagate`); it must not touch the session
         overrides : TransferConfig fields for this round only
 
         Returns
@@ -328,7 +332,7 @@ class InteractiveSession:
         before = self.cache.n_computed
         self._embed(callback)
         embed_seconds = time.perf_counter() - start
-        kwargs = {}
+        kwargs = {} if on_frame is None else {"on_frame": on_frame}
         if callback is not None:
             kwargs["callback"] = lambda done, total: callback("propagating", done, total)
         if self.result is None:  # frames scribbled before any result was shown

@@ -368,6 +368,33 @@ def test_the_button_runs_the_round_in_the_background_with_a_preview(clip):
     assert np.array_equal(app.canvas.masks[7], app.result.masks[7])  # the round's masks replaced it
 
 
+def test_the_round_streams_each_frame_in_as_it_is_final(clip):
+    """While the round runs, each frame's final mask reaches the canvas as soon as it is
+    known, once per frame: the user sees the video fill in, and the last mask shown is the
+    round's."""
+    app = SegmentationApp(clip, model="baseline", width=320, autosave=False)
+    paint(app, clip, ANNOTATED, 1, 0)
+    paint(app, clip, ANNOTATED, 0, 0, n=2, seed=3)
+    shown = []
+    original = app.canvas.set_mask
+
+    def logging_set_mask(frame_idx, mask):
+        shown.append((frame_idx, None if mask is None else np.array(mask), app.busy))
+        original(frame_idx, mask)
+
+    app.canvas.set_mask = logging_set_mask
+    app.start_propagation()
+    app.wait(120)
+    assert not app.busy and app.session.n_rounds == 1
+    during = [(f, m) for f, m, busy in shown if busy]
+    preview_frame = during[0][0]  # the preview of the frame on screen comes first
+    streamed = during[1:]
+    assert sorted(f for f, _ in streamed) == list(range(clip.n_frames))  # every frame, once
+    for frame_idx, mask in streamed:
+        assert np.array_equal(mask, app.result.masks[frame_idx])
+    assert preview_frame == app.canvas.frame_idx
+
+
 def test_cancel_leaves_the_session_as_it_was(clip):
     app = SegmentationApp(clip, model="baseline", width=320, autosave=False)
     paint(app, clip, ANNOTATED, 1, 0)

@@ -466,3 +466,26 @@ def test_the_fused_global_match_gives_the_torch_paths_masks(bear):
     difference = torch.stack([(x - y).abs() for x, y in zip(a.probabilities, b.probabilities)])
     assert difference.mean() < 1e-4 and (difference > 1e-4).float().mean() < 1e-3
     assert np.mean(a.masks == b.masks) > 0.999
+
+
+def test_on_frame_streams_every_frames_final_mask_once(bear):
+    """on_frame gets each frame's mask as soon as it is final, once per frame, equal to the
+    result's; frames after the last annotation come before the backward sweep's."""
+    frames = bear.frames[30:42]
+    references = {4: np.where(bear.masks[34] > 0, 1, -1), 8: np.where(bear.masks[38] == 0, 0, -1)}
+    engine = LabelTransfer(frames, model="baseline")
+    order, masks = [], {}
+
+    def on_frame(frame_idx, mask):
+        order.append(frame_idx)
+        masks[frame_idx] = mask.copy()
+
+    result = engine.propagate(references, on_frame=on_frame)
+    assert sorted(order) == list(range(len(frames)))
+    assert order[: len(frames) - 9] == list(range(9, len(frames)))  # the forward sweep's, first
+    assert order[len(frames) - 9 :] == list(range(8, -1, -1))  # then the backward sweep's, blended
+    for t in range(len(frames)):
+        assert np.array_equal(masks[t], result.masks[t])
+    plain = engine.propagate(references)
+    assert np.array_equal(plain.masks, result.masks)
+    assert np.allclose(plain.confidence, result.confidence) and np.allclose(plain.entropy, result.entropy)

@@ -128,6 +128,8 @@ class SegmentationApp(widgets.VBox):
         #: usable, the frame on screen is previewed at once); False: in the click itself
         self.background = bool(background)
         self._cancel = threading.Event()
+        #: {frame: the mask it showed before this round} for frames previewed or streamed in
+        self._replaced: dict[int, np.ndarray | None] = {}
         self._worker: threading.Thread | None = None
         self.suggest_button = widgets.Button(description="Suggest next frame", icon="lightbulb-o", disabled=True,
                                              tooltip="show the least certain frame without strokes",
@@ -274,9 +276,9 @@ class SegmentationApp(widgets.VBox):
     def _run_round(self):
         """The round itself; the previous masks and result stay on any failure."""
         try:
-            result = self.session.propagate(callback=self._on_progress)
+            result = self.session.propagate(callback=self._on_progress, on_frame=self._on_frame)
             self.canvas.set_masks(result.masks)
-            self._previewed = None
+            self._replaced = {}
             self._draw_strip()
             record = self.session.history[-1]
             embedded = f" (embedding {record.embed_seconds:.1f} s)" if record.n_embedded else ""
@@ -304,14 +306,17 @@ class SegmentationApp(widgets.VBox):
         self.progress_label.value = ""
         self._set_busy(False)
 
-    def _restore_masks(self) -> None:
-        """Take back a preview: the overlay shows the last finished round again."""
-        if self._previewed is not None:
-            frame_idx, mask = self._previewed
-            self.canvas.set_mask(frame_idx, mask)
-            self._previewed = None
+    def _on_frame(self, frame_idx: int, mask: np.ndarray) -> None:
+        """A frame's final mask, streamed in while the round runs: shown at once."""
+        self._replaced.setdefault(frame_idx, self.canvas.masks[frame_idx])
+        self.canvas.set_mask(frame_idx, mask)
 
-    _previewed = None  # (frame, the mask it replaced) while a preview is shown
+    def _restore_masks(self) -> None:
+        """Take back a preview and the masks streamed in: the overlay shows the last
+        finished round again."""
+        replaced, self._replaced = self._replaced, {}
+        for frame_idx, mask in replaced.items():
+            self.canvas.set_mask(frame_idx, mask)
 
     def propagate(self):
         """One round, in the calling thread: the canvas's strokes -> masks on every frame
@@ -335,9 +340,10 @@ class SegmentationApp(widgets.VBox):
             frame_idx = self.canvas.frame_idx
             before = self.canvas.masks[frame_idx]
             preview = self.session.preview(frame_idx)
-            self._previewed = (frame_idx, before)
+            self._replaced = {frame_idx: before}
             self.canvas.set_mask(frame_idx, preview)
-            self._say(f"frame {frame_idx} previewed from the strokes alone; propagating through the video…")
+            self._say(f"frame {frame_idx} previewed from the strokes alone; the other frames stream in as "
+                      "they are propagated…")
         except Exception:
             self._end_round()
             raise

@@ -200,13 +200,14 @@ class LabelTransfer:
         return values, position
 
     # --------------------------------------------------------------------- sweeps
-    def _sweep(self, order: list[int], refs, clamps, config, tick=None, out=None) -> dict[int, torch.Tensor]:
+    def _sweep(self, order: list[int], refs, clamps, config, tick=None, out=None, finished=None) -> dict[int, torch.Tensor]:
         """Label frames in ``order``, each with the previous ``n_context`` as context.
 
         ``tick()`` (if given) is called after each frame, for progress reports.  ``out(t)``
         (if given) returns the ``(C, h, w)`` view that receives frame ``t``'s scores: one
         preallocated tensor for the whole video instead of a thousand separate ones, which
-        fragment the heap of long videos.
+        fragment the heap of long videos.  ``finished(t)`` (if given) is called once frame
+        ``t``'s scores are written.
         """
         context: list[tuple[torch.Tensor, torch.Tensor]] = []
         context_frames: list[int] = []
@@ -245,30 +246,45 @@ class LabelTransfer:
                 context_frames = context_frames[-config.n_context :]
             if tick is not None:
                 tick()
+            if finished is not None:
+                finished(frame_idx)
         return result
 
-    def _blend(self, store, annotated, refs, clamps, config, tick) -> None:
+    def _blend(self, store, annotated, refs, clamps, config, tick, done=None) -> None:
         """Both temporal sweeps into ``store``; frames between the first and last
         annotation get both, weighted by ``1 / (1 + distance)`` to the annotation each
-        sweep last passed."""
+        sweep last passed.
+
+        A frame is final as soon as the last sweep that labels it has passed (after the
+        last annotation: the forward sweep; before the first: the backward one; in
+        between: the backward one, blended at once with the forward result, which is
+        complete by then); ``done(t)`` is called then, so results can stream out."""
         first, last = annotated[0], annotated[-1]
         # frames first..last are labelled by both sweeps: the backward ones go aside
         aside = torch.empty((last - first + 1,) + tuple(store.shape[1:]), device=store.device)
-        forward = self._sweep(list(range(first, self.n_frames)), refs, clamps, config, tick, out=store.__getitem__)
-        backward = self._sweep(
-            list(range(last, -1, -1)), refs, clamps, config, tick,
-            out=lambda t: aside[t - first] if t >= first else store[t],
-        )
-        for t in range(first, last + 1):
-            previous = max(a for a in annotated if a <= t)
-            following = min(a for a in annotated if a >= t)
-            w_f = 1.0 / (1 + t - previous)
-            w_b = 1.0 / (1 + following - t)
-            store[t] = (w_f * forward[t] + w_b * backward[t]) / (w_f + w_b)
+
+        def forward_done(t):
+            if t > last and done is not None:
+                done(t)
+
+        def backward_done(t):
+            if t >= first:
+                previous = max(a for a in annotated if a <= t)
+                following = min(a for a in annotated if a >= t)
+                w_f = 1.0 / (1 + t - previous)
+                w_b = 1.0 / (1 + following - t)
+                store[t] = (w_f * store[t] + w_b * aside[t - first]) / (w_f + w_b)
+            if done is not None:
+                done(t)
+
+        self._sweep(list(range(first, self.n_frames)), refs, clamps, config, tick, out=store.__getitem__,
+                    finished=forward_done)
+        self._sweep(list(range(last, -1, -1)), refs, clamps, config, tick,
+                    out=lambda t: aside[t - first] if t >= first else store[t], finished=backward_done)
 
     # --------------------------------------------------------------------- public
     def propagate(self, references, progress: bool = False, callback=None, background_frames=None,
-                  **overrides) -> PropagationResult:
+                  on_frame=None, **overrides) -> PropagationResult:
         """Label every frame.
 
         Parameters
@@ -283,6 +299,9 @@ class LabelTransfer:
             frame, so "far from this stroke" does not mean background there
         callback : called as ``callback(done, total)`` after each frame is labelled (a
             frame labelled in both temporal sweeps counts twice), e.g. for a widget's bar
+        on_frame : called as ``on_frame(frame_idx, mask)`` with each frame's final
+            ``(H, W)`` mask as soon as it is known, once per frame, while the round goes
+            on (an app shows them as they come); the masks are those of the result
         overrides : fields of :class:`TransferConfig` for this call only
 
         Returns
@@ -306,17 +325,28 @@ class LabelTransfer:
 
         h, w = self.grid
         store = torch.empty((self.n_frames, len(class_ids), h, w), device=self.device)
+        streamed = {}
+        done = None
+        if on_frame is not None:
+            def done(t):
+                mask, conf, ent = self._finish([store[t]], class_ids, [t], config)
+                mask = self._keep_user_pixels(mask[0], references.get(t))
+                streamed[t] = (mask, conf[0], ent[0])
+                on_frame(t, mask)
+
         if config.temporal:
-            self._blend(store, annotated, refs, clamps, config, tick)
+            self._blend(store, annotated, refs, clamps, config, tick, done)
         else:
-            self._sweep(list(range(self.n_frames)), refs, clamps, config, tick, out=store.__getitem__)
+            self._sweep(list(range(self.n_frames)), refs, clamps, config, tick, out=store.__getitem__, finished=done)
         probabilities = list(store)
-        masks, confidence, entropy = self._finish(probabilities, class_ids, range(self.n_frames), config)
-        for frame_idx, label_map in references.items():
-            # the user's own pixels keep their labels at full resolution (the clamp above
-            # holds on the grid; upsampling alone would blur a thin stroke away)
-            known = label_map >= 0
-            masks[frame_idx][known] = label_map[known]
+        if on_frame is not None:
+            masks = np.stack([streamed[t][0] for t in range(self.n_frames)])
+            confidence = np.array([streamed[t][1] for t in range(self.n_frames)], np.float32)
+            entropy = np.array([streamed[t][2] for t in range(self.n_frames)], np.float32)
+        else:
+            masks, confidence, entropy = self._finish(probabilities, class_ids, range(self.n_frames), config)
+            for frame_idx, label_map in references.items():
+                masks[frame_idx] = self._keep_user_pixels(masks[frame_idx], label_map)
         return PropagationResult(
             masks=masks,
             object_ids=class_ids,
@@ -325,6 +355,15 @@ class LabelTransfer:
             seconds=time.perf_counter() - start,
             probabilities=probabilities,
         )
+
+    @staticmethod
+    def _keep_user_pixels(mask: np.ndarray, label_map: np.ndarray | None) -> np.ndarray:
+        """The user's own pixels keep their labels at full resolution (the clamp holds on
+        the grid; upsampling alone would blur a thin stroke away)."""
+        if label_map is not None:
+            known = label_map >= 0
+            mask[known] = label_map[known]
+        return mask
 
     def preview(self, references, frame_idx: int, background_frames=None, **overrides) -> np.ndarray:
         """A quick ``(H, W)`` mask of one frame from the references alone (no temporal
@@ -338,10 +377,7 @@ class LabelTransfer:
         refs, clamps = self.build_references(references, class_ids, config, background_frames)
         probs = self._sweep([frame_idx], refs, clamps, config)[frame_idx]
         mask = self._finish([probs], class_ids, [frame_idx], config)[0][0]
-        if frame_idx in references:
-            known = references[frame_idx] >= 0
-            mask[known] = references[frame_idx][known]
-        return mask
+        return self._keep_user_pixels(mask, references.get(frame_idx))
 
     def _finish(self, probabilities, class_ids, frame_indices, config: TransferConfig):
         """Upsample scores to full resolution, argmax, and per-frame confidence.
