@@ -67,6 +67,18 @@ def available() -> bool:
 
 if numba is not None:
 
+    @njit(cache=True, boundscheck=False)
+    def _insert_sorted(values, index, value, row):
+        """Insert ``value`` (> ``values[-1]``) into the descending ``values`` (and its
+        ``row`` into ``index``), dropping the last; after any equal values already there."""
+        p = len(values) - 1
+        while p > 0 and value > values[p - 1]:
+            values[p] = values[p - 1]
+            index[p] = index[p - 1]
+            p -= 1
+        values[p] = value
+        index[p] = row
+
     @njit(cache=True, fastmath={"contract"}, boundscheck=False)
     def _scores(qb, kT, buf):
         """``buf[r, j] = qb[r] . kT[:, j]`` for a block of 4 queries (``kT`` ``(Dp, Np)``,
@@ -178,13 +190,18 @@ if numba is not None:
             for a in range(m):
                 va, ia = cv[a], ci[a]
                 if va > out_v[k - 1]:  # candidates come in index order: equal ones stay behind
-                    p = k - 1
-                    while p > 0 and va > out_v[p - 1]:
-                        out_v[p] = out_v[p - 1]
-                        out_i[p] = out_i[p - 1]
-                        p -= 1
-                    out_v[p] = va
-                    out_i[p] = ia
+                    _insert_sorted(out_v, out_i, va, ia)
+
+    @njit(cache=True, boundscheck=False)
+    def _block_scores(q, q0, kT, qb, buf):
+        """Scores of the (up to) ``QUERY_BLOCK`` queries from row ``q0`` into ``buf``
+        (through the zero-padded block ``qb``); returns how many queries there were."""
+        nq = min(q.shape[0], q0 + QUERY_BLOCK) - q0
+        for r in range(nq):
+            for d in range(q.shape[1]):
+                qb[r, d] = q[q0 + r, d]
+        _scores(qb, kT, buf)
+        return nq
 
     @njit(cache=True, parallel=True, boundscheck=False)
     def _topk_kernel(q, kT, n, k, out_v, out_i):
@@ -198,11 +215,7 @@ if numba is not None:
             ci = np.empty(np_, np.int64)
             qb = np.zeros((QUERY_BLOCK, dp), np.float32)
             for q0 in range(task * TASK, min(n_q, (task + 1) * TASK), QUERY_BLOCK):
-                nq = min(n_q, q0 + QUERY_BLOCK) - q0
-                for r in range(nq):
-                    for d in range(dim):
-                        qb[r, d] = q[q0 + r, d]
-                _scores(qb, kT, buf)
+                nq = _block_scores(q, q0, kT, qb, buf)
                 for r in range(nq):
                     _select(buf[r], n, k, gm, hits, cv, ci, out_v[q0 + r], out_i[q0 + r])
 
@@ -220,11 +233,7 @@ if numba is not None:
             buf = np.empty((QUERY_BLOCK, np_), np.float32)
             qb = np.zeros((QUERY_BLOCK, dp), np.float32)
             for q0 in range(task * TASK, min(n_q, (task + 1) * TASK), QUERY_BLOCK):
-                nq = min(n_q, q0 + QUERY_BLOCK) - q0
-                for r in range(nq):
-                    for d in range(dim):
-                        qb[r, d] = q[q0 + r, d]
-                _scores(qb, kT, buf)
+                nq = _block_scores(q, q0, kT, qb, buf)
                 for r in range(nq):
                     vr = values[q0 + r]
                     ir = index[q0 + r]
@@ -232,13 +241,7 @@ if numba is not None:
                     for j in range(n_new):
                         x = buf[r, j]
                         if x > kth:
-                            p = k - 1
-                            while p > 0 and x > vr[p - 1]:
-                                vr[p] = vr[p - 1]
-                                ir[p] = ir[p - 1]
-                                p -= 1
-                            vr[p] = x
-                            ir[p] = new_rows[j]
+                            _insert_sorted(vr, ir, x, new_rows[j])
                             kth = vr[k - 1]
 
     @njit(cache=True, parallel=True, boundscheck=False)
