@@ -198,3 +198,33 @@ def test_engine_with_fused_vote_matches_the_torch_engine(bear, monkeypatch):
         gaps = torch.stack([(a - b).abs() for a, b in zip(got.probabilities, want.probabilities)])
         assert float(gaps.mean()) < 5e-5 and float(gaps.max()) < 0.1
         assert (got.masks != want.masks).mean() < 2e-4
+
+
+# --------------------------------------------------------------------------- rows (window match)
+@needs_numba
+@pytest.mark.parametrize("n, masked", [(3072, 0.4), (1200, 0.0), (50, 0.9)])
+def test_topk_rows_matches_torch_topk_with_masked_scores(n, masked):
+    """Top-k of each row, as torch.topk gives it, also where many scores are -inf (the
+    window match masks the keys outside a query's window) and for row lengths that are
+    not a multiple of the selection's groups."""
+    gen = torch.Generator().manual_seed(n)
+    scores = torch.randn(3, 40, n, generator=gen)
+    scores[torch.rand(scores.shape, generator=gen) < masked] = float("-inf")
+    scores[..., :20] = torch.randn(3, 40, 20, generator=gen)  # at least k finite per row
+    values, index = fused.topk_rows(scores, 20)
+    ref_v, ref_i = torch.topk(scores, 20, dim=-1)
+    assert values.shape == (3, 40, 20) and torch.equal(values, ref_v)
+    assert torch.equal(torch.gather(scores, -1, index), values)
+
+
+@needs_numba
+def test_local_match_with_the_fused_selection_matches_the_plain_one(bear_cells):
+    """knn.local_topk with select=fused.topk_rows: the same values and window positions as
+    with torch.topk, on real embeddings (two quarter frames of bear)."""
+    dim = bear_cells.shape[2]
+    h, w = 60, 107
+    frames = bear_cells.reshape(2, h, w, dim).permute(0, 3, 1, 2).contiguous()
+    for window in (12, 6):
+        plain = knn.local_topk(frames[1], [frames[0]], window, 20)
+        fast = knn.local_topk(frames[1], [frames[0]], window, 20, select=fused.topk_rows)
+        assert torch.allclose(plain[0], fast[0]) and (plain[1] == fast[1]).float().mean() > 0.999

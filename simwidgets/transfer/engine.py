@@ -194,7 +194,9 @@ class LabelTransfer:
         if kept is not None:
             values, position = kept.values, kept.index
         else:
-            values, position = knn.local_topk(query, context_embeddings, config.window, config.top_k, knn.TILE)
+            select = fused.topk_rows if self.fused and query.device.type == "cpu" else None
+            values, position = knn.local_topk(query, context_embeddings, config.window, config.top_k, knn.TILE,
+                                              select=select)
             if key is not None:
                 self.local_pool.put(key, values, position)
         return values, position
