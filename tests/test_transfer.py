@@ -429,8 +429,9 @@ def test_correction_round_matches_only_the_new_frames_references(bear, cap, monk
     changed = {6: np.where(bear.masks[36] > 0, 1, 0), 9: correction[9]}
     again = engine.propagate(changed)
     assert len(matched) == engine.n_frames and min(matched) > new_block
-    expected = LabelTransfer(frames, model="baseline", config=TransferConfig(max_references=cap)).propagate(changed)
-    assert np.array_equal(again.masks, expected.masks)
+    fresh = LabelTransfer(frames, model="baseline", config=TransferConfig(max_references=cap))
+    fresh.fused = False  # the same kernels as the counted engine (the fused ones differ at near-ties)
+    assert np.array_equal(again.masks, fresh.propagate(changed).masks)
 
 
 def test_the_users_own_pixels_keep_their_labels(bear):
