@@ -220,8 +220,9 @@ class Trainer:
             )
         tuned = _freeze(self.model, config) if self.frozen else []
         self.loss_fn = make_loss(config.loss, **config.loss_options).to(device)
-        tuned_ids = {id(p) for p in tuned}
-        head = [p for p in self.model.parameters() if p.requires_grad and id(p) not in tuned_ids]
+        # with a frozen backbone, its trainable weights are the tuned blocks; the rest is head
+        head = [p for name, p in self.model.named_parameters()
+                if p.requires_grad and not (self.frozen and name.startswith("backbone."))]
         head += list(self.loss_fn.parameters())
         if not head and not tuned:
             raise BadInputError("nothing to train: every parameter is frozen")

@@ -189,7 +189,6 @@ class LabelTransfer:
         (``(values, positions)`` as :func:`~.knn.local_topk` gives: window positions,
         which the vote decodes), kept across rounds under ``key`` (the frame, its context
         frames and the options)."""
-        dim, h, w = query.shape
         kept = self.local_pool.get(key) if key is not None else None
         if kept is not None:
             values, position = kept.values, kept.index
@@ -221,19 +220,10 @@ class LabelTransfer:
             if config.temporal and context:
                 key = LocalKey(frame_idx, tuple(context_frames), config.window, config.top_k, knn.TILE)
                 local_candidates = self._local_candidates(query, [e for e, _ in context], config, key)
-            if self.fused and query.device.type == "cpu":
-                probs = fused_vote.vote_candidates(
-                    global_candidates, refs.labels, local_candidates, [p for _, p in context] if local_candidates else [],
-                    self.grid, config.top_k, config.temperature, config.window, knn.TILE,
-                )
-            else:
-                if local_candidates is not None:
-                    values, position = local_candidates
-                    local_candidates = values, knn.window_cells(position, *self.grid, config.window, knn.TILE)
-                probs = knn.vote_frame(
-                    query, refs.embeddings, refs.labels, context if config.temporal else [], config.top_k,
-                    config.temperature, config.window, global_candidates, local_candidates,
-                )
+            probs = fused_vote.vote_candidates(
+                global_candidates, refs.labels, local_candidates, [p for _, p in context] if local_candidates else [],
+                self.grid, config.top_k, config.temperature, config.window, knn.TILE, use_numba=self.fused,
+            )
             if frame_idx in clamps:
                 # on an annotated frame the user's labels are facts: clamp them
                 known, dist = clamps[frame_idx]

@@ -92,7 +92,7 @@ def _numpy(x: torch.Tensor, dtype) -> np.ndarray:
 
 
 def vote_candidates(global_candidates, ref_labels, local_candidates, context_probs, grid, top_k: int,
-                    temperature: float, window: int, tile: int = knn.TILE) -> torch.Tensor:
+                    temperature: float, window: int, tile: int = knn.TILE, use_numba: bool = True) -> torch.Tensor:
     """Probabilities ``(C, h, w)`` of one frame from its kept candidates.
 
     Parameters
@@ -104,11 +104,13 @@ def vote_candidates(global_candidates, ref_labels, local_candidates, context_pro
     context_probs : the ``(C, h, w)`` probabilities of the context frames, in the order
         the local match saw their embeddings
     grid : ``(h, w)``
+    use_numba : False runs the torch kernels (:func:`~.knn.window_cells` and
+        :func:`~.knn.vote_frame`) even where numba is installed, as tests compare them
     """
     h, w = grid
     n_classes = ref_labels.shape[1]
     g_values, g_index = global_candidates
-    if not available() or g_values.device.type != "cpu":
+    if not (use_numba and available()) or g_values.device.type != "cpu":
         context = [(None, p) for p in context_probs] if local_candidates is not None else []
         if local_candidates is not None:
             values, position = local_candidates
