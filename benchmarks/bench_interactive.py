@@ -27,11 +27,29 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from simwidgets.models import load_model  # noqa: E402
+from simwidgets.transfer import TransferConfig  # noqa: E402
 from simwidgets.evaluation.interactive import evaluate_interactive  # noqa: E402
 
 from bench_transfer import machine  # noqa: E402  (same folder: one machine description for every benchmark)
 
 RESULTS = REPO / "benchmarks" / "results"
+
+
+def option(text: str) -> tuple[str, object]:
+    """``NAME=VALUE`` -> (name, value) with the value read as JSON when it parses
+    (``true``, ``12``, ``0.05``, ``null``), else kept as text."""
+    name, sep, value = text.partition("=")
+    if not sep or not name:
+        raise argparse.ArgumentTypeError(f"expected NAME=VALUE, got {text!r}")
+    try:
+        return name.strip(), json.loads(value)
+    except json.JSONDecodeError:
+        return name.strip(), value
+
+
+def transfer_config(options) -> TransferConfig:
+    """The TransferConfig of ``--transfer`` options (checked: an unknown name says so)."""
+    return TransferConfig().with_options(**dict(options))
 
 
 def trained_on(model_name: str) -> list[str]:
@@ -112,7 +130,8 @@ def run(args) -> dict:
                 f"{c['frame']}: {c['before']:.2f}->{c['after']:.2f}" for c in row.get("corrected", [])), flush=True)
 
         result = evaluate_interactive(args.davis_root, sequences, model=model_name, interactions=args.interactions,
-                                      progress=progress, max_time=None if args.no_time_limit else "challenge")
+                                      progress=progress, max_time=None if args.no_time_limit else "challenge",
+                                      config=transfer_config(args.transfer))
         rows = result["sequences"]
         held_out = [n for n in rows if n not in seen]
         report["models"][model_name] = {
@@ -128,6 +147,7 @@ def run(args) -> dict:
             },
             "loop": loop_figures(rows),
             "settings": result["settings"],
+            "transfer_options": dict(args.transfer),
             "commit": _commit(),
             "wall_seconds": time.perf_counter() - start,
             "load_average_before": [round(x, 2) for x in load_start],
@@ -152,7 +172,8 @@ def markdown(report: dict) -> str:
             "",
             f"Load average before/after: {r['load_average_before']} / {r['load_average_after']}; "
             f"wall time {r['wall_seconds'] / 60:.1f} min; network precision "
-            f"{r.get('settings', {}).get('network_precision', 'fp32')}; commit {r.get('commit', '?')}.",
+            f"{r.get('settings', {}).get('network_precision', 'fp32')}; commit {r.get('commit', '?')}; "
+            f"transfer options {r.get('transfer_options') or 'defaults'}.",
             "",
             "| sequences | n | AUC | J&F@60s | final J&F | s/frame |",
             "|---|---|---|---|---|---|",
@@ -201,6 +222,8 @@ def main(argv=None) -> int:
     parser.add_argument("--interactions", type=int, default=8)
     parser.add_argument("--no-time-limit", action="store_true",
                         help="no time budget (every interaction runs; AUC normalised by davisinteractive's rule)")
+    parser.add_argument("--transfer", action="append", type=option, default=[], metavar="NAME=VALUE",
+                        help="a TransferConfig option for every round, e.g. fuse_corrections=true (repeatable)")
     parser.add_argument("--out", type=Path, default=None, help="JSON to write (default: results/interactive_<root>.json)")
     parser.add_argument("--merge", action="store_true",
                         help="keep the other models already in the output file (runs done at different times)")

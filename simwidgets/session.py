@@ -34,7 +34,7 @@ import numpy as np
 from . import checks
 from .errors import BadInputError
 from .scribbles import UNKNOWN, Scribbles, Stroke, rasterize_strokes
-from .transfer import LabelTransfer, PropagationResult, TransferConfig
+from .transfer import LabelTransfer, PropagationResult, TransferConfig, class_ids_of
 
 __all__ = ["InteractiveSession", "RoundRecord", "SUGGESTION_CRITERIA"]
 
@@ -115,6 +115,8 @@ class InteractiveSession:
         self._pending_frames: set[int] = set()
         self._pending_strokes = 0
         self._raster: dict[int, tuple[int, float, np.ndarray]] = {}
+        #: the options and references of the last round (what a fused correction compares)
+        self._last_round: tuple[TransferConfig, dict[int, np.ndarray]] | None = None
         #: frames annotated before any result was shown: only these may get automatic
         #: background cells (a correction is drawn on what the user saw)
         self._blank_frames: set[int] = set()
@@ -337,8 +339,10 @@ class InteractiveSession:
             kwargs["callback"] = lambda done, total: callback("propagating", done, total)
         if self.result is None:  # frames scribbled before any result was shown
             self._blank_frames |= set(references)
+        kwargs.update(self._fusion(references, overrides))
         result = self.transfer.propagate(references, background_frames=self._background_frames(references),
                                          **kwargs, **overrides)
+        self._last_round = (self.config.with_options(**overrides), references)
         seconds = time.perf_counter() - start
         if self.result is None or self.result.masks.shape != result.masks.shape:
             changed = list(range(self.n_frames))
@@ -361,6 +365,25 @@ class InteractiveSession:
         self._pending_frames, self._pending_strokes = set(), 0
         self.result = result
         return result
+
+    def _fusion(self, references, overrides) -> dict:
+        """``previous`` and ``changed_frames`` for the engine when this round is a correction
+        that can be fused with the last result (``fuse_corrections``, :mod:`~simwidgets.transfer.fusion`):
+        same options, same objects, no annotated frame removed, and the references of at
+        least one frame changed.  Anything else is a full round."""
+        config = self.config.with_options(**overrides)
+        if not config.fuse_corrections or self.result is None or self._last_round is None:
+            return {}
+        last_config, last_references = self._last_round
+        if config != last_config or not set(last_references) <= set(references):
+            return {}
+        if list(class_ids_of(references)) != list(self.result.object_ids):
+            return {}
+        changed = [f for f in references
+                   if f not in last_references or not np.array_equal(references[f], last_references[f])]
+        if not changed:
+            return {}
+        return {"previous": self.result, "changed_frames": changed}
 
     def preview(self, frame_idx: int) -> np.ndarray:
         """A quick ``(H, W)`` mask of one frame from the references so far alone (no

@@ -33,6 +33,7 @@ __all__ = [
     "mask_rgba",
     "overlay",
     "draw_scribbles",
+    "stroke_colour",
     "show_frames",
     "plot_frame_scores",
     "PCAColours",
@@ -104,17 +105,27 @@ def overlay(frame: np.ndarray, mask: np.ndarray, opacity: float = 0.5) -> np.nda
     return (frame * (1 - alpha) + rgba[..., :3] * alpha).astype(np.uint8)
 
 
+def stroke_colour(object_id: int) -> tuple[float, float, float]:
+    """The RGB (0..1) a stroke of ``object_id`` is drawn in: white for background (0), else
+    the object's DAVIS palette colour, the colour of its mask."""
+    if not object_id:
+        return (1.0, 1.0, 1.0)
+    return tuple(float(c) / 255.0 for c in _PALETTE[object_id])
+
+
 def draw_scribbles(ax, scribbles: Scribbles, frame_idx: int, size: tuple[int, int], linewidth: float = 2.5):
     """Plot a frame's strokes on a matplotlib axis showing a ``size = (H, W)`` image.
 
-    Object strokes are drawn in their DAVIS colour with a white halo (so a dark red stroke
-    stays visible over a red mask overlay), background strokes in white with a black halo.
+    Object strokes are drawn in their DAVIS colour, background strokes in white, both with
+    a black halo: opaque, the object colour is darker than its half-transparent mask, and
+    the halo outlines it there.  (A white halo round object strokes made a thin object
+    stroke read as a white background one.)
     """
     height, width = size
     for stroke in scribbles.frames[frame_idx]:
         xy = stroke.pixel_path(height, width)
-        colour = _PALETTE[stroke.object_id] / 255.0 if stroke.object_id else (1.0, 1.0, 1.0)
-        halo = "white" if stroke.object_id else "black"
+        colour = stroke_colour(stroke.object_id)
+        halo = "black"
         ax.plot(xy[:, 0], xy[:, 1], "-", color=halo, linewidth=linewidth + 1.5, solid_capstyle="round")
         ax.plot(xy[:, 0], xy[:, 1], "-", color=colour, linewidth=linewidth, solid_capstyle="round")
 
@@ -160,8 +171,13 @@ def show_frames(
     return fig
 
 
-def plot_frame_scores(values, label: str = "J&F", ax=None, annotated: Sequence[int] = (), **plot_kwargs):
-    """Per-frame score curve (e.g. ``scores.per_frame``) with annotated frames marked."""
+def plot_frame_scores(values, label: str = "J&F", ax=None, annotated: Sequence[int] = (),
+                      ylabel: str = "J&F", xlabel: str = "frame", **plot_kwargs):
+    """Per-frame score curve (e.g. ``scores.per_frame``) with annotated frames marked.
+
+    ``label`` names the curve in a legend (``"round 2"``); ``ylabel`` says what is plotted
+    and ``xlabel`` which frame numbers (``"clip frame"`` or ``"video frame"``).
+    """
     import matplotlib.pyplot as plt
 
     values = np.asarray(values, dtype=float)
@@ -170,8 +186,8 @@ def plot_frame_scores(values, label: str = "J&F", ax=None, annotated: Sequence[i
     ax.plot(np.arange(len(values)), values, label=label, **plot_kwargs)
     for t in annotated:
         ax.axvline(t, color="grey", linestyle=":", linewidth=1)
-    ax.set_xlabel("frame")
-    ax.set_ylabel(label)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
     ax.set_ylim(0, 1.02)
     ax.grid(alpha=0.3)
     return ax

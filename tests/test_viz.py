@@ -259,3 +259,16 @@ def test_figures_draw_what_they_are_given(embedded, clip):
     assert (over[clip.masks[0] == 0] == clip.frames[0][clip.masks[0] == 0]).all()
     fig = viz.show_frames(clip.frames, clip.masks, frame_indices=[0, 3], scribbles=clip.scribbles["001"])
     assert len(fig.axes) == 2
+
+
+def test_stroke_colours_tell_objects_from_background():
+    """An object stroke never looks like a background (white) one, and two objects'
+    strokes never look alike: each is drawn in its mask's DAVIS colour."""
+    from simwidgets.palette import object_colour
+    from simwidgets.viz import stroke_colour
+
+    assert stroke_colour(0) == (1.0, 1.0, 1.0)
+    colours = [stroke_colour(i) for i in range(1, 256)]
+    assert len(set(colours)) == len(colours) and (1.0, 1.0, 1.0) not in colours
+    for object_id, colour in enumerate(colours, start=1):
+        assert np.allclose(np.array(colour) * 255, object_colour(object_id))

@@ -26,10 +26,13 @@ The modules follow the data flow:
   is installed; the torch kernel of :mod:`.knn` otherwise);
 * :mod:`.reuse` -- the candidates kept across rounds, so a correction round redoes only
   what the new scribbles change;
+* :mod:`.fusion` -- how far a correction reaches: a correction round blended with the
+  result it corrects (``fuse_corrections``);
 * :mod:`.engine` -- :class:`LabelTransfer`: the sweeps, their blend, the masks.
 """
 from .cache import EmbeddingCache
 from .config import TransferConfig
+from . import fusion
 from .engine import LabelTransfer, PropagationResult, propagate
 from .knn import NearestVotes, nearest_votes
 from .references import (

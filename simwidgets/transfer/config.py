@@ -52,6 +52,11 @@ class TransferConfig:
         of cells, a class-stratified random subset is kept, since the temporal context
         already carries its detail), then automatic background cells up to one class's
         share
+    fuse_corrections : in an :class:`~simwidgets.session.InteractiveSession`, a correction
+        round recomputes only the frames between the unchanged annotated frames around the
+        corrected ones and blends the new scores with the previous round's linearly in time
+        (:mod:`.fusion`, after MiVOS), so a correction cannot undo earlier ones far away,
+        and costs the frames it may change
     """
 
     top_k: int = 20
@@ -65,6 +70,7 @@ class TransferConfig:
     refine: bool = True
     refine_radius: int = 1
     refine_eps: float = 1e-4
+    fuse_corrections: bool = False
 
     def __post_init__(self):
         checked = {
@@ -79,6 +85,7 @@ class TransferConfig:
             "refine": checks.boolean(self.refine, "refine"),
             "refine_radius": checks.non_negative_int(self.refine_radius, "refine_radius"),
             "refine_eps": checks.positive_float(self.refine_eps, "refine_eps"),
+            "fuse_corrections": checks.boolean(self.fuse_corrections, "fuse_corrections"),
         }
         for name, value in checked.items():  # canonical types: frozen, so through object
             object.__setattr__(self, name, value)

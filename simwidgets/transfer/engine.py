@@ -31,7 +31,7 @@ import torch.nn.functional as F
 from .. import checks
 from ..errors import BadInputError
 from ..models import load_model
-from . import fused, fused_vote, knn, refine
+from . import fused, fused_vote, fusion, knn, refine
 from .cache import EmbeddingCache
 from .config import TransferConfig
 from .references import (
@@ -59,6 +59,8 @@ class PropagationResult:
     entropy : ``(T,)`` mean normalised entropy of the votes (0 = certain)
     seconds : time the propagation took
     probabilities : ``(C, h, w)`` scores of every frame on the embedding grid
+    span : ``(first, last)`` frames this round computed (the whole video unless it was a
+        fused correction round); the others kept the previous round's result
     """
 
     masks: np.ndarray
@@ -67,6 +69,7 @@ class PropagationResult:
     entropy: np.ndarray
     seconds: float = 0.0
     probabilities: list[torch.Tensor] | None = field(default=None, repr=False)
+    span: tuple[int, int] | None = None
 
 
 class LabelTransfer:
@@ -242,7 +245,7 @@ class LabelTransfer:
                 finished(frame_idx)
         return result
 
-    def _blend(self, store, annotated, refs, clamps, config, tick, done=None) -> None:
+    def _blend(self, store, annotated, refs, clamps, config, tick, done=None, span=None) -> None:
         """Both temporal sweeps into ``store``; frames between the first and last
         annotation get both, weighted by ``1 / (1 + distance)`` to the annotation each
         sweep last passed.
@@ -250,7 +253,11 @@ class LabelTransfer:
         A frame is final as soon as the last sweep that labels it has passed (after the
         last annotation: the forward sweep; before the first: the backward one; in
         between: the backward one, blended at once with the forward result, which is
-        complete by then); ``done(t)`` is called then, so results can stream out."""
+        complete by then); ``done(t)`` is called then, so results can stream out.
+
+        ``span=(lo, hi)`` limits both sweeps to frames ``lo..hi`` (a fused correction
+        round, :mod:`.fusion`); ``annotated`` must then lie inside it."""
+        lo, hi = (0, self.n_frames - 1) if span is None else span
         first, last = annotated[0], annotated[-1]
         # frames first..last are labelled by both sweeps: the backward ones go aside
         aside = torch.empty((last - first + 1,) + tuple(store.shape[1:]), device=store.device)
@@ -269,14 +276,15 @@ class LabelTransfer:
             if done is not None:
                 done(t)
 
-        self._sweep(list(range(first, self.n_frames)), refs, clamps, config, tick, out=store.__getitem__,
+        self._sweep(list(range(first, hi + 1)), refs, clamps, config, tick, out=store.__getitem__,
                     finished=forward_done)
-        self._sweep(list(range(last, -1, -1)), refs, clamps, config, tick,
+        self._sweep(list(range(last, lo - 1, -1)), refs, clamps, config, tick,
                     out=lambda t: aside[t - first] if t >= first else store[t], finished=backward_done)
 
     # --------------------------------------------------------------------- public
     def propagate(self, references, progress: bool = False, callback=None, background_frames=None,
-                  on_frame=None, **overrides) -> PropagationResult:
+                  on_frame=None, previous: PropagationResult | None = None, changed_frames=None,
+                  **overrides) -> PropagationResult:
         """Label every frame.
 
         Parameters
@@ -294,6 +302,12 @@ class LabelTransfer:
         on_frame : called as ``on_frame(frame_idx, mask)`` with each frame's final
             ``(H, W)`` mask as soon as it is known, once per frame, while the round goes
             on (an app shows them as they come); the masks are those of the result
+        previous, changed_frames : a correction round fused with the result it corrects
+            (:mod:`.fusion`): ``previous`` is that result (same objects, same options),
+            ``changed_frames`` the annotated frames whose references changed since.  Only
+            the frames between the unchanged annotated frames around the changes are
+            computed, and blended with ``previous`` by their distance to them; the other
+            frames keep ``previous`` as it is
         overrides : fields of :class:`TransferConfig` for this call only
 
         Returns
@@ -304,12 +318,20 @@ class LabelTransfer:
         config = self.config.with_options(**overrides).for_stride(self.stride)
         references = normalise_references(references, self.n_frames, self.height, self.width, config.brush_width)
         class_ids = class_ids_of(references)
+        annotated = sorted(references)
+        lo, hi, weights = 0, self.n_frames - 1, None
+        if previous is not None:
+            previous, changed = self._check_previous(previous, changed_frames, annotated, class_ids)
+            kept = [f for f in annotated if f not in changed]
+            weights = fusion.correction_weights(self.n_frames, changed, kept)
+            lo, hi = fusion.correction_span(self.n_frames, changed, kept)
+        span_annotated = [f for f in annotated if lo <= f <= hi]
+        span_frames = range(lo, hi + 1)
         self.cache.ensure(progress=progress)
         refs, clamps = self.build_references(references, class_ids, config, background_frames)
-        annotated = sorted(references)
         tick = None
         if callback is not None:
-            total = (self.n_frames - annotated[0] + annotated[-1] + 1) if config.temporal else self.n_frames
+            total = ((hi - span_annotated[0] + 1) + (span_annotated[-1] - lo + 1)) if config.temporal else len(span_frames)
             counter = iter(range(1, total + 1))
 
             def tick():
@@ -318,35 +340,65 @@ class LabelTransfer:
         h, w = self.grid
         store = torch.empty((self.n_frames, len(class_ids), h, w), device=self.device)
         streamed = {}
-        done = None
-        if on_frame is not None:
-            def done(t):
+        if previous is not None:
+            for t in range(self.n_frames):
+                if not lo <= t <= hi:  # beyond the unchanged annotations: the previous result
+                    store[t] = previous.probabilities[t]
+                    streamed[t] = (previous.masks[t].copy(), previous.confidence[t], previous.entropy[t])
+                    if on_frame is not None:
+                        on_frame(t, streamed[t][0])
+
+        def fuse(t):
+            if weights is not None and weights[t] < 1.0:
+                store[t].mul_(float(weights[t])).add_(previous.probabilities[t], alpha=1.0 - float(weights[t]))
+
+        def done(t):
+            fuse(t)
+            if on_frame is not None:
                 mask, conf, ent = self._finish([store[t]], class_ids, [t], config)
                 mask = self._keep_user_pixels(mask[0], references.get(t))
                 streamed[t] = (mask, conf[0], ent[0])
                 on_frame(t, mask)
 
         if config.temporal:
-            self._blend(store, annotated, refs, clamps, config, tick, done)
+            self._blend(store, span_annotated, refs, clamps, config, tick, done, span=(lo, hi))
         else:
-            self._sweep(list(range(self.n_frames)), refs, clamps, config, tick, out=store.__getitem__, finished=done)
+            self._sweep(list(span_frames), refs, clamps, config, tick, out=store.__getitem__, finished=done)
         probabilities = list(store)
-        if on_frame is not None:
-            masks = np.stack([streamed[t][0] for t in range(self.n_frames)])
-            confidence = np.array([streamed[t][1] for t in range(self.n_frames)], np.float32)
-            entropy = np.array([streamed[t][2] for t in range(self.n_frames)], np.float32)
-        else:
-            masks, confidence, entropy = self._finish(probabilities, class_ids, range(self.n_frames), config)
-            for frame_idx, label_map in references.items():
-                masks[frame_idx] = self._keep_user_pixels(masks[frame_idx], label_map)
+        if on_frame is None:
+            masks, confidence, entropy = self._finish(probabilities[lo:hi + 1], class_ids, span_frames, config)
+            for t, frame_idx in enumerate(span_frames):
+                streamed[frame_idx] = (self._keep_user_pixels(masks[t], references.get(frame_idx)),
+                                       confidence[t], entropy[t])
         return PropagationResult(
-            masks=masks,
+            masks=np.stack([streamed[t][0] for t in range(self.n_frames)]),
             object_ids=class_ids,
-            confidence=confidence,
-            entropy=entropy,
+            confidence=np.array([streamed[t][1] for t in range(self.n_frames)], np.float32),
+            entropy=np.array([streamed[t][2] for t in range(self.n_frames)], np.float32),
             seconds=time.perf_counter() - start,
             probabilities=probabilities,
+            span=(lo, hi),
         )
+
+    def _check_previous(self, previous, changed_frames, annotated, class_ids):
+        """The result a fused correction round starts from, checked against this round."""
+        if not isinstance(previous, PropagationResult) or previous.probabilities is None:
+            raise BadInputError("previous must be the PropagationResult of an earlier round of this video")
+        if len(previous.probabilities) != self.n_frames or tuple(previous.probabilities[0].shape[1:]) != self.grid:
+            raise BadInputError("previous is the result of another video (frame count or grid differ)")
+        if list(previous.object_ids) != list(class_ids):
+            raise BadInputError(
+                f"previous labels objects {list(previous.object_ids)}, these references {list(class_ids)}: "
+                "a round that adds or removes an object cannot be fused; propagate without previous"
+            )
+        if changed_frames is None:
+            raise BadInputError("changed_frames is needed with previous: the annotated frames that changed")
+        changed = sorted({checks.frame_index(f, self.n_frames) for f in changed_frames})
+        if not changed or not set(changed) <= set(annotated):
+            raise BadInputError(
+                f"changed_frames must be annotated frames (annotated: {annotated}); got {changed}"
+            )
+        return previous, changed
 
     @staticmethod
     def _keep_user_pixels(mask: np.ndarray, label_map: np.ndarray | None) -> np.ndarray:
