@@ -11,7 +11,7 @@ and transfer.png:
 
 * correction round on real 480p video (bear, first 80 frames): official scribble 001,
   propagate, then the correction (scribble 002 on another frame) -> full-resolution masks
-  of every frame, with cached embeddings and with re-embedding; default and stride-8 model;
+  of every frame, with cached embeddings and with re-embedding; the default (stride 8) and the stride-4 model;
 * the transfer kernel's GFLOP/s (global matmul + local window matmul, per frame, real
   embeddings) against a plain large fp32 matmul measured in the same run;
 * embedding extraction in frames per second at 480p for each shipped model;
@@ -43,7 +43,7 @@ from simwidgets.transfer import LabelTransfer, References, knn  # noqa: E402
 RESULTS = REPO / "benchmarks" / "results"
 #: parts of the benchmark (``--parts``) and their keys in transfer.json
 PARTS = {"kernel": "kernel", "rounds": "correction_round", "fps": "embedding_fps", "memory": "memory"}
-MODELS = {"default": "default", "effnet-lite0-s8": str(REPO / "data/models/effnet-lite0-s8.pt"), "baseline": "baseline"}
+MODELS = {"default": "default", "effnet-lite0-s4": str(REPO / "data/models/effnet-lite0-s4.pt"), "baseline": "baseline"}
 TARGETS = {"round_cached_s": 1.0, "first_round_s": 10.0, "kernel_efficiency": 0.5, "embedding_fps_default": 5.0,
            "rss_100_gib": 2.0, "rss_1000_gib": 4.0}
 #: issue 14's "today" column (default model, this CPU, before its work), printed beside each figure
@@ -441,7 +441,7 @@ def plot(result: dict, path: Path) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--frames", type=int, default=80, help="frames of bear in the correction round")
-    parser.add_argument("--models", default="default,effnet-lite0-s8", help="models timed in the correction round")
+    parser.add_argument("--models", default="default,effnet-lite0-s4", help="models timed in the correction round")
     parser.add_argument("--memory", default="100,400,1000", help="comma-separated frame counts ('' to skip)")
     parser.add_argument("--memory-model", default="default")
     parser.add_argument("--quick", action="store_true", help="24 frames, memory at 100 frames only")

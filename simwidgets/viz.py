@@ -116,17 +116,16 @@ def stroke_colour(object_id: int) -> tuple[float, float, float]:
 def draw_scribbles(ax, scribbles: Scribbles, frame_idx: int, size: tuple[int, int], linewidth: float = 2.5):
     """Plot a frame's strokes on a matplotlib axis showing a ``size = (H, W)`` image.
 
-    Object strokes are drawn in their DAVIS colour, background strokes in white, both with
-    a black halo: opaque, the object colour is darker than its half-transparent mask, and
-    the halo outlines it there.  (A white halo round object strokes made a thin object
-    stroke read as a white background one.)
+    Object strokes are drawn in their DAVIS colour, background strokes in white, both inside
+    a black outline: opaque, an object's colour is darker than its half-transparent mask, so
+    the stroke reads as a dark line on it, and never as white.  (A white halo round object
+    strokes made a thin object stroke read as a background one.)
     """
     height, width = size
     for stroke in scribbles.frames[frame_idx]:
         xy = stroke.pixel_path(height, width)
         colour = stroke_colour(stroke.object_id)
-        halo = "black"
-        ax.plot(xy[:, 0], xy[:, 1], "-", color=halo, linewidth=linewidth + 1.5, solid_capstyle="round")
+        ax.plot(xy[:, 0], xy[:, 1], "-", color="black", linewidth=linewidth + 1.5, solid_capstyle="round")
         ax.plot(xy[:, 0], xy[:, 1], "-", color=colour, linewidth=linewidth, solid_capstyle="round")
 
 

@@ -34,12 +34,18 @@ def check(queries, keys, k, values, index):
 
 
 @pytest.fixture(scope="module")
-def bear_cells():
+def bear_embedding():
+    """The shipped model's (2, D, h, w) embedding of two quarter frames of bear."""
     from simwidgets.models import load_model
     from simwidgets.video import load_sample
 
     frames = load_sample("bear").frames[:2, :240, :428]  # two quarter frames: fast
-    emb = load_model("default").embed(frames, precision="fp32")
+    return load_model("default").embed(frames, precision="fp32")
+
+
+@pytest.fixture(scope="module")
+def bear_cells(bear_embedding):
+    emb = bear_embedding
     return emb.permute(0, 2, 3, 1).reshape(2, -1, emb.shape[1]).contiguous()
 
 
@@ -218,13 +224,11 @@ def test_topk_rows_matches_torch_topk_with_masked_scores(n, masked):
 
 
 @needs_numba
-def test_local_match_with_the_fused_selection_matches_the_plain_one(bear_cells):
+def test_local_match_with_the_fused_selection_matches_the_plain_one(bear_embedding):
     """knn.local_topk with select=fused.topk_rows: the same values and window positions as
     with torch.topk, on real embeddings (two quarter frames of bear)."""
-    dim = bear_cells.shape[2]
-    h, w = 60, 107
-    frames = bear_cells.reshape(2, h, w, dim).permute(0, 3, 1, 2).contiguous()
-    for window in (12, 6):
+    frames = bear_embedding.contiguous()
+    for window in (12, 6, 3):
         plain = knn.local_topk(frames[1], [frames[0]], window, 20)
         fast = knn.local_topk(frames[1], [frames[0]], window, 20, select=fused.topk_rows)
         assert torch.allclose(plain[0], fast[0]) and (plain[1] == fast[1]).float().mean() > 0.999

@@ -56,7 +56,9 @@ class TransferConfig:
         round recomputes only the frames between the unchanged annotated frames around the
         corrected ones and blends the new scores with the previous round's linearly in time
         (:mod:`.fusion`, after MiVOS), so a correction cannot undo earlier ones far away,
-        and costs the frames it may change
+        and costs the frames it may change.  Off by default: it also keeps a correction
+        from improving frames beyond the earlier interactions, and on the DAVIS protocol
+        that reach is worth more (``benchmarks/results/interactive_fusion_ab.md``)
     """
 
     top_k: int = 20

@@ -63,3 +63,4 @@ def fuse_reference(new: np.ndarray, old: np.ndarray, weights: np.ndarray) -> np.
     for t in range(len(new)):
         out[t] = weights[t] * new[t] + (1.0 - weights[t]) * old[t]
     return out
+
