@@ -24,7 +24,7 @@ from test_session import shrink_clip  # noqa: E402  (same tests folder)
 CLIPS = {"tennis": (14, 24), "dog-agility": (0, 12)}
 SCALE = 4
 ROW_KEYS = {
-    "J", "F", "J&F", "AUC", "J&F@60s", "n_interactions", "n_frames", "n_objects", "start",
+    "J", "F", "J&F", "AUC", "J&F@60s", "AUC_J", "J@60s", "n_interactions", "n_frames", "n_objects", "start",
     "scribble", "ids_folded", "adapted", "seconds", "seconds_per_frame", "interactions", "curve", "scribbles",
     "corrected",
 }
@@ -49,9 +49,10 @@ def root(tmp_path_factory, write_davis, davis_root):
     return root
 
 
-def run(root, tmp, interactions=2):
+def run(root, tmp, interactions=2, **options):
     return evaluate_interactive(root, list(CLIPS), model="baseline", interactions=interactions,
-                                keep_scribbles=True, save_masks=tmp / "masks", work_dir=tmp / "work")
+                                keep_scribbles=True, save_masks=tmp / "masks", work_dir=tmp / "work",
+                                **options)
 
 
 @pytest.fixture(scope="module")
@@ -67,6 +68,7 @@ def test_result_fields(first, root):
     assert result["settings"]["interactions"] == 2
     assert result["settings"]["network_precision"] in ("fp32", "bf16", "fp16")
     assert result["settings"]["max_time_per_object"] == 60.0  # the challenge's 30 s per interaction
+    assert result["settings"]["metric"] == "J&F"
     for name, row in result["sequences"].items():
         assert set(row) == ROW_KEYS
         assert row["n_interactions"] == 2 and row["n_objects"] == 1
@@ -89,16 +91,24 @@ def test_result_fields(first, root):
         assert row["AUC"] == pytest.approx(auc(time, jf))
         assert row["J&F@60s"] == pytest.approx(metric_at(time, jf, 60.0))
         assert 0 < row["AUC"] < jf.max()  # the curve starts from 0 at time 0
+        # the same curve scored in J alone (the 2018 challenge's metric)
+        j = np.array(row["curve"]["J"])
+        assert len(j) == len(time) and j[0] == 0
+        assert np.allclose(j[1:3], [s["J"] for s in steps])
+        assert row["AUC_J"] == pytest.approx(auc(time, j))
+        assert row["J@60s"] == pytest.approx(metric_at(time, j, 60.0))
         # the saved masks are the final prediction, and simwidgets' metrics agree
         gt = load_davis_sequence(root, name, lazy=True).masks
         masks = np.stack([read_mask(tmp / "masks" / name / f"{i:05d}.png") for i in range(row["n_frames"])])
         assert masks.shape == gt.shape
         assert evaluate_masks(masks, gt).jf_mean == pytest.approx(row["J&F"], abs=1e-6)
     mean = result["mean"]
-    assert set(mean) == {"AUC", "J&F@60s", "J", "F", "J&F", "seconds_per_frame"}
+    assert set(mean) == {"AUC", "J&F@60s", "AUC_J", "J@60s", "J", "F", "J&F", "seconds_per_frame"}
     assert all(isinstance(v, float) for v in mean.values())
     assert mean["J&F"] == pytest.approx(np.mean([r["J&F"] for r in result["sequences"].values()]))
     assert mean["AUC"] == pytest.approx(auc(result["curve"]["time"], result["curve"]["J&F"]))
+    assert mean["AUC_J"] == pytest.approx(auc(result["curve"]["time"], result["curve"]["J"]))
+    assert mean["J@60s"] == pytest.approx(metric_at(result["curve"]["time"], result["curve"]["J"], 60.0))
 
 
 def test_first_scribbles(first, root):
@@ -143,6 +153,36 @@ def test_corrections_come_from_the_robot(first):
         strokes = correction[frames[0]]
         assert all(len(s["path"]) == 1000 for s in strokes)  # the robot's Bezier paths
         assert {s["object_id"] for s in strokes} <= {0, 1}
+
+
+def _first_scores(tmp, name):
+    """Per frame J and J&F (mean over objects) of a sequence's first prediction, from
+    davisinteractive's own report."""
+    import pandas as pd
+
+    (csv,) = (tmp / "work" / "reports").glob("*.csv")
+    report = pd.read_csv(csv)
+    part = report[(report["sequence"] == name) & (report["interaction"] == 1)]
+    return part.groupby("frame")[["jaccard", "j_and_f"]].mean()
+
+
+@pytest.mark.parametrize("metric, column", [("J&F", "j_and_f"), ("J", "jaccard")])
+def test_the_robot_corrects_the_worst_frame_by_the_metric(di, root, tmp_path, metric, column):
+    """metric="J" is the 2018 challenge's rule: the robot corrects the frame with the lowest J
+    (davisinteractive's metric_to_optimize); the default, J&F, is davisinteractive 1.0's.  On
+    these clips the two rules pick different frames, so the test tells them apart."""
+    calls = []
+    result = run(root, tmp_path, metric=metric, on_prediction=lambda name, k: calls.append((name, k)))
+    assert result["settings"]["metric"] == metric
+    assert calls == [(name, k) for name in CLIPS for k in (1, 2)]
+    other = {"j_and_f": "jaccard", "jaccard": "j_and_f"}[column]
+    differs = []
+    for name, row in result["sequences"].items():
+        scores = _first_scores(tmp_path, name)
+        (frame,) = row["interactions"][1]["scribbled_frames"]
+        assert scores[column][frame] == pytest.approx(scores[column].min())
+        differs.append(scores[other][frame] > scores[other].min())
+    assert any(differs)
 
 
 def test_identical_scribbles_and_scores_across_runs(first, root, tmp_path):
@@ -195,6 +235,7 @@ def test_test_time_adaptation(di, root, tmp_path):
         ({"sequences": ["tennis"], "scribble": {"tennis": "001"}}, "no scribble file 001"),
         ({"sequences": ["tennis"], "scribble": {"bear": "001"}}, "not evaluated"),
         ({"adapt": 5}, "adapt must be None or a dict"),
+        ({"metric": "F"}, "metric must be one of"),
     ],
 )
 def test_bad_arguments(di, root, kwargs, message):

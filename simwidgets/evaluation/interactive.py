@@ -12,15 +12,18 @@ deterministic by :mod:`simwidgets.evaluation.davis_compat`).  For every sequence
 2. it predicts masks for every frame (an :class:`~simwidgets.session.InteractiveSession`,
    embeddings cached across interactions); davisinteractive times the prediction (from
    handing out the scribbles to receiving the masks) and scores J and F on every frame;
-3. the robot picks the worst frame (lowest J&F among frames not yet annotated) and
-   scribbles on its false negatives (object ids) and false positives (background, 0);
+3. the robot picks the worst frame (lowest J&F among frames not yet annotated; lowest J
+   with ``metric="J"``, the 2018 challenge's rule) and scribbles on its false negatives
+   (object ids) and false positives (background, 0);
 4. 2-3 repeat, up to ``interactions`` times or until the time budget (``max_time`` per
    object, the challenge's 30 s per interaction by default) runs out.
 
 The benchmark then draws J&F against accumulated time (averaged over samples), and reports
 its area divided by the time budget (**AUC**) and its value at 60 s (**J&F@60s**).  Both
 are computed by ``EvaluationService.summarize_report``, for all sequences together (the
-``mean``) and for each sequence alone (the same function, given one sequence).
+``mean``) and for each sequence alone (the same function, given one sequence).  The same
+function also scores the same predictions in J alone (``AUC_J``, ``J@60s``), as the 2018
+challenge did (davisinteractive 1.0 and the 2019 challenge score J&F).
 
 Two details matter on DAVIS 2016 roots (binary masks): the annotations are staged as 0/1
 (davisinteractive reads pixel values as ids) and a human scribble naming more objects
@@ -51,6 +54,8 @@ __all__ = ["evaluate_interactive", "CHALLENGE_SECONDS_PER_INTERACTION", "MAX_INT
 CHALLENGE_SECONDS_PER_INTERACTION = 30.0
 #: davisinteractive silently caps a session at 16 interactions
 MAX_INTERACTIONS = 16
+#: our metric names -> davisinteractive's ``metric_to_optimize``
+_METRICS = {"J&F": "J_AND_F", "J": "J"}
 _SUBSET = "train"  # the local connector's subsets are train/val/trainval; offline_davis fills it
 
 
@@ -111,22 +116,31 @@ def _stage(davis_root: Path, stage: Path, name: str, choice: str | None, di) -> 
 
 
 def _summarize(service, report, sequences: Sequence[str]) -> dict:
-    """davisinteractive's summary restricted to ``sequences`` (its own code does the maths)."""
+    """davisinteractive's summary restricted to ``sequences`` (its own code does the maths),
+    scored in J&F (``AUC``, ``J&F@60s``) and in J alone (``AUC_J``, ``J@60s``).  The
+    curve's times do not depend on the metric: one ``time`` list, one list per metric."""
     from davisinteractive.dataset import Davis
 
-    saved = service.sequences, service.avg_nb_objects
+    saved = service.sequences, service.avg_nb_objects, service.metric_to_optimize
+    summaries = {}
     try:
         service.sequences = list(sequences)
         service.avg_nb_objects = float(np.mean([Davis.dataset[s]["num_objects"] for s in sequences]))
         rows = report[report["sequence"].isin(list(sequences))]
-        summary = service.summarize_report(rows)
+        for ours, theirs in _METRICS.items():
+            service.metric_to_optimize = theirs
+            summaries[ours] = service.summarize_report(rows.copy())
     finally:
-        service.sequences, service.avg_nb_objects = saved
+        service.sequences, service.avg_nb_objects, service.metric_to_optimize = saved
+    jf, j = summaries["J&F"], summaries["J"]
     return {
-        "AUC": float(summary["auc"]),
-        "J&F@60s": float(summary["metric_at_threshold"]["J_AND_F"]),
-        "curve": {"time": [float(t) for t in summary["curve"]["time"]],
-                  "J&F": [float(v) for v in summary["curve"]["J_AND_F"]]},
+        "AUC": float(jf["auc"]),
+        "J&F@60s": float(jf["metric_at_threshold"]["J_AND_F"]),
+        "AUC_J": float(j["auc"]),
+        "J@60s": float(j["metric_at_threshold"]["J"]),
+        "curve": {"time": [float(t) for t in jf["curve"]["time"]],
+                  "J&F": [float(v) for v in jf["curve"]["J_AND_F"]],
+                  "J": [float(v) for v in j["curve"]["J"]]},
     }
 
 
@@ -181,6 +195,8 @@ def evaluate_interactive(
     keep_scribbles: bool = False,
     work_dir=None,
     adapt: Mapping | None = None,
+    metric: str = "J&F",
+    on_prediction: Callable[[str, int], None] | None = None,
 ) -> dict:
     """Run the DAVIS interactive protocol on sequences of a DAVIS-layout root.
 
@@ -198,6 +214,10 @@ def evaluate_interactive(
         by ``interactions`` x the slowest prediction, davisinteractive's rule)
     save_masks : folder; the final masks go to ``<folder>/<seq>/%05d.png`` (DAVIS palette)
     progress : called as ``progress(name, row)`` when a sequence is done
+    on_prediction : called as ``on_prediction(name, k)`` after the ``k``-th prediction of
+        a sequence is submitted (``k`` counts from 1; a sequence gives at most
+        ``interactions`` predictions, fewer when its time budget runs out, and the last
+        one may arrive after the budget: davisinteractive then does not score it)
     scribble : ``{sequence: stem}`` choosing the human scribble file (default: the first)
     keep_scribbles : also return every scribble given to the method (DAVIS dicts)
     work_dir : where to stage the root and write davisinteractive's CSV reports
@@ -207,20 +227,26 @@ def evaluate_interactive(
         sequence's first interaction a copy of the model is fine-tuned on the first
         scribble, inside the timed prediction, and that copy embeds the video; later
         interactions reuse it (adapting again would mean embedding again)
+    metric : which metric the robot minimises to choose the frame it corrects:
+        ``"J&F"`` (davisinteractive 1.0's default, the 2019 challenge) or ``"J"`` (the
+        2018 challenge).  Either way every result is scored both ways
 
     Returns
     -------
     ``{"sequences": {name: row}, "mean": {...}, "curve": {...}, "settings": {...}}``.  A
-    row holds the final ``J``, ``F``, ``J&F``, the sequence's ``AUC`` and ``J&F@60s``,
-    ``curve`` (davisinteractive's time/J&F points), ``interactions`` (one entry per
+    row holds the final ``J``, ``F``, ``J&F``, the sequence's ``AUC`` and ``J&F@60s`` (the
+    curve scored in J&F), ``AUC_J`` and ``J@60s`` (the same curve scored in J alone, as
+    the 2018 challenge did), ``curve`` (davisinteractive's points: ``time`` with ``J&F``
+    and ``J``), ``interactions`` (one entry per
     interaction: J, F, J&F, ``seconds`` as davisinteractive timed it, ``predict_seconds``
     of the propagation alone, ``scribbled_frames`` the frames whose scribbles it used:
     the human's, then each time the robot's worst frame), ``start`` (``"human"``
     or ``"robot"``), ``adapted`` (the test-time adaptation's steps, seconds and losses, or
     None), ``n_frames``, ``n_objects`` and ``seconds_per_frame`` (mean
     prediction time per frame).  ``mean`` holds davisinteractive's summary over all
-    sequences (``AUC``, ``J&F@60s``) and the means of the final J, F, J&F and of
-    ``seconds_per_frame`` (all floats).
+    sequences (``AUC``, ``J&F@60s``, ``AUC_J``, ``J@60s``) and the means of the final J,
+    F, J&F and of ``seconds_per_frame`` (all floats); ``settings`` the run's settings,
+    ``metric`` among them.
     """
     from .davis_compat import import_davisinteractive, offline_davis
     from ..models import load_model
@@ -248,6 +274,8 @@ def evaluate_interactive(
         max_time = CHALLENGE_SECONDS_PER_INTERACTION * interactions
     elif max_time is not None and not (isinstance(max_time, (int, float)) and max_time > 0):
         raise BadInputError(f"max_time must be positive seconds, 'challenge' or None; got {max_time!r}")
+    if metric not in _METRICS:
+        raise BadInputError(f"metric must be one of {sorted(_METRICS)}; got {metric!r}")
     scribble = dict(scribble or {})
     unknown = sorted(set(scribble) - set(names))
     if unknown:
@@ -268,6 +296,7 @@ def evaluate_interactive(
             with di.session.DavisInteractiveSession(
                 host="localhost", davis_root=str(stage), subset=_SUBSET, shuffle=False,
                 max_time=max_time, max_nb_interactions=int(interactions), report_save_dir=str(work / "reports"),
+                metric_to_optimize=_METRICS[metric],
             ) as davis:
                 current = None
                 rows = {}
@@ -308,6 +337,8 @@ def evaluate_interactive(
                     if keep_scribbles:
                         run["scribbles"].append(scribbles)
                     davis.submit_masks(result.masks.astype(np.int64))
+                    if on_prediction is not None:
+                        on_prediction(current, len(run["log"]))
                 if current is not None:
                     close(current)
                 overall = _summarize(davis.connector.service, davis.get_report(), names)
@@ -317,7 +348,7 @@ def evaluate_interactive(
             owned.cleanup()
 
     final = ("J", "F", "J&F", "seconds_per_frame")
-    mean = {"AUC": overall["AUC"], "J&F@60s": overall["J&F@60s"]}
+    mean = {k: overall[k] for k in ("AUC", "J&F@60s", "AUC_J", "J@60s")}
     mean.update({k: float(np.mean([r[k] for r in rows.values()])) for k in final})
     return {
         "sequences": rows,
@@ -326,6 +357,7 @@ def evaluate_interactive(
         "settings": {
             "interactions": int(interactions),
             "max_time_per_object": max_time,
+            "metric": metric,
             "robot_seed": _robot_seed(),
             "adapt": None if adapt is None else dict(adapt),
             "davisinteractive": getattr(di, "__version__", "1.0.4"),
@@ -365,6 +397,8 @@ def _sequence_row(name, run, report, service, start, keep_scribbles) -> dict:
         "J&F": last["J&F"],
         "AUC": summary["AUC"],
         "J&F@60s": summary["J&F@60s"],
+        "AUC_J": summary["AUC_J"],
+        "J@60s": summary["J@60s"],
         "n_interactions": len(interactions),
         "n_frames": n_frames,
         "n_objects": start["n_objects"],
