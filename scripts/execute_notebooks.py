@@ -76,7 +76,6 @@ def main(argv: list[str] | None = None) -> int:
         print("no notebook matches", args.prefixes, file=sys.stderr)
         return 2
     smoke = "CI" in os.environ
-    times = json.loads(TIMES.read_text()) if TIMES.exists() else {}
     for path in paths:
         load_before = os.getloadavg()[0]
         print(f"executing {path.name} ({'smoke' if smoke else 'full'} mode) ...", flush=True)
@@ -84,6 +83,7 @@ def main(argv: list[str] | None = None) -> int:
         load_after = os.getloadavg()[0]
         print(f"  {seconds / 60:.1f} min (load {load_before:.1f} -> {load_after:.1f})", flush=True)
         if not args.dry and not smoke:
+            times = json.loads(TIMES.read_text()) if TIMES.exists() else {}  # re-read: others may write
             times[path.name] = {
                 "seconds": round(seconds, 1),
                 "load_before": round(load_before, 2),

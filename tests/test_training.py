@@ -387,3 +387,27 @@ def test_simwidgets_cli_train_subcommand_records_its_command(tmp_path, write_dav
     assert record["command"] == "python -m simwidgets train " + " ".join(argv[1:])
     assert record["train_sequences"] == ["aa"] and record["val_sequences"] == ["bb"]
     assert record["config"]["weights"] is None  # fcn-small has no pretrained backbone
+
+
+def test_kfold_splits_validate_every_sequence_once():
+    """k-fold over the 28 shared sequences: each non-demo sequence in exactly one fold's
+    validation, never in that fold's training; the demos in no fold; deterministic."""
+    from simwidgets.training import SHIPPED_SAMPLES, kfold_splits
+
+    added = ["breakdance-flare", "bus", "car-turn", "elephant", "flamingo", "lucia", "mallard-water", "train"]
+    names = DAVIS2016 + added  # the 28 of ../shared/data/davis2016: 25 besides the demos
+    splits = kfold_splits(names, k=5, seed=0)
+    assert len(splits) == 5
+    validated = [n for _, val in splits for n in val]
+    assert sorted(validated) == sorted(set(names) - set(SHIPPED_SAMPLES))  # each once
+    for train, val in splits:
+        assert not set(train) & set(val) and not set(train + val) & set(SHIPPED_SAMPLES)
+        assert sorted(train + val) == sorted(set(names) - set(SHIPPED_SAMPLES))
+        assert len(val) == 5
+    assert len(names) == 28
+    assert kfold_splits(names, k=5, seed=0) == splits and kfold_splits(names, k=5, seed=1) != splits
+    sizes = sorted(len(v) for _, v in kfold_splits(names[:23], k=5))
+    assert sizes[-1] - sizes[0] <= 1
+    for bad in (1, 0, 26, 2.5, True):
+        with pytest.raises(BadInputError, match="k must be"):
+            kfold_splits(names, k=bad)

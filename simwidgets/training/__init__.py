@@ -35,6 +35,7 @@ _NAMES = {
     "load_davis_clips": "data",
     "SHIPPED_SAMPLES": "data",
     "VALIDATION_SEQUENCES": "data",
+    "kfold_splits": "data",
     "adapt_to_references": "adapt",
     "SimilarityLoss": "losses",
     "PairwiseLogisticLoss": "losses",

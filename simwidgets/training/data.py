@@ -20,8 +20,8 @@ from ..errors import BadInputError
 from ..video import load_davis_sequence, resize_frame_and_mask
 from .sampling import UNKNOWN
 
-__all__ = ["VideoClip", "PairBatch", "PairSampler", "default_split", "load_davis_clips", "SHIPPED_SAMPLES",
-           "VALIDATION_SEQUENCES"]
+__all__ = ["VideoClip", "PairBatch", "PairSampler", "default_split", "kfold_splits", "load_davis_clips",
+           "SHIPPED_SAMPLES", "VALIDATION_SEQUENCES"]
 
 #: sequences shipped in data/davis; the default split holds them out of training so that
 #: every demo and notebook in the repository runs on videos the model never saw
@@ -118,6 +118,25 @@ def default_split(names: Sequence[str], n_val: int = 4, seed: int = 0) -> tuple[
         val += [rest[i] for i in sorted(picks)]
     train = [n for n in names if n not in val]
     return train, sorted(val)
+
+
+def kfold_splits(names: Sequence[str], k: int = 5, seed: int = 0) -> list[tuple[list[str], list[str]]]:
+    """``k`` train/validation splits in which every sequence is validated exactly once.
+
+    Nine sequences could not rank models (colour separates their objects, so the baseline
+    scores like a learned model there); k-fold cross-validation over all of them lets
+    every sequence, hard ones included, count once, and the spread over folds says how
+    much a difference between two models means.  The shipped samples
+    (:data:`SHIPPED_SAMPLES`) are the held-out test and stay out of every fold.  The
+    others are shuffled by ``seed`` and dealt round-robin, so fold sizes differ by at most
+    one.  Returns ``[(train, val), ...]``, each list sorted.
+    """
+    names = sorted(set(names) - set(SHIPPED_SAMPLES))
+    if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or not 2 <= k <= len(names):
+        raise BadInputError(f"k must be an integer from 2 to the number of sequences ({len(names)}); got {k!r}")
+    order = [names[i] for i in np.random.default_rng(seed).permutation(len(names))]
+    folds = [sorted(order[i::k]) for i in range(k)]
+    return [(sorted(n for n in names if n not in fold), fold) for fold in folds]
 
 
 @dataclass
