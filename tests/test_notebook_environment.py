@@ -292,3 +292,26 @@ def test_imports_of_skips_optional_and_relative_imports():
         "def later():\n    from lazy.sub import x\n    importlib.import_module('dynamic')\n"
     )
     assert imports_of(source) == {"numpy", "os", "needed_thing", "lazy.sub", "dynamic"}
+
+
+# --------------------------------------------------------------------------- pictures in the text
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+def test_markdown_pictures_travel_with_the_notebook(path):
+    """A picture in a notebook's markdown is an attachment (or a URL), never a path to a
+    file beside the notebook: Voila refuses to serve a notebook that names a file outside
+    its folder (HTTP 404, "outside root contents directory"), and a notebook copied alone
+    (Colab, a download) would lose the picture."""
+    import re
+
+    notebook = json.loads(path.read_text())
+    for index, cell in enumerate(notebook["cells"]):
+        if cell["cell_type"] != "markdown":
+            continue
+        source = "".join(cell["source"])
+        targets = re.findall(r"!\[[^\]]*\]\(([^)\s]+)", source) + re.findall(r"<img[^>]+src=\"([^\"]+)\"", source)
+        for target in targets:
+            assert target.startswith(("attachment:", "http://", "https://", "data:")), (
+                f"{path.name}, cell {index}: picture {target!r} is a file path; attach it to the cell")
+            if target.startswith("attachment:"):
+                assert target.split(":", 1)[1] in cell.get("attachments", {}), (path.name, index, target)
