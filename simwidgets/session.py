@@ -339,10 +339,11 @@ class InteractiveSession:
             kwargs["callback"] = lambda done, total: callback("propagating", done, total)
         if self.result is None:  # frames scribbled before any result was shown
             self._blank_frames |= set(references)
-        kwargs.update(self._fusion(references, overrides))
+        config = self.config.with_options(**overrides)  # checked: a bad option raises here
+        kwargs.update(self._fusion(references, config))
         result = self.transfer.propagate(references, background_frames=self._background_frames(references),
                                          **kwargs, **overrides)
-        self._last_round = (self.config.with_options(**overrides), references)
+        self._last_round = (config, references)
         seconds = time.perf_counter() - start
         if self.result is None or self.result.masks.shape != result.masks.shape:
             changed = list(range(self.n_frames))
@@ -366,12 +367,11 @@ class InteractiveSession:
         self.result = result
         return result
 
-    def _fusion(self, references, overrides) -> dict:
+    def _fusion(self, references, config: TransferConfig) -> dict:
         """``previous`` and ``changed_frames`` for the engine when this round is a correction
         that can be fused with the last result (``fuse_corrections``, :mod:`~simwidgets.transfer.fusion`):
         same options, same objects, no annotated frame removed, and the references of at
         least one frame changed.  Anything else is a full round."""
-        config = self.config.with_options(**overrides)
         if not config.fuse_corrections or self.result is None or self._last_round is None:
             return {}
         last_config, last_references = self._last_round

@@ -321,7 +321,7 @@ class LabelTransfer:
         annotated = sorted(references)
         lo, hi, weights = 0, self.n_frames - 1, None
         if previous is not None:
-            previous, changed = self._check_previous(previous, changed_frames, annotated, class_ids)
+            changed = self._checked_changes(previous, changed_frames, annotated, class_ids)
             kept = [f for f in annotated if f not in changed]
             weights = fusion.correction_weights(self.n_frames, changed, kept)
             lo, hi = fusion.correction_span(self.n_frames, changed, kept)
@@ -380,8 +380,9 @@ class LabelTransfer:
             span=(lo, hi),
         )
 
-    def _check_previous(self, previous, changed_frames, annotated, class_ids):
-        """The result a fused correction round starts from, checked against this round."""
+    def _checked_changes(self, previous, changed_frames, annotated, class_ids) -> list[int]:
+        """The sorted changed frames of a fused correction round, once ``previous`` (the
+        result it starts from) and they are checked against this round."""
         if not isinstance(previous, PropagationResult) or previous.probabilities is None:
             raise BadInputError("previous must be the PropagationResult of an earlier round of this video")
         if len(previous.probabilities) != self.n_frames or tuple(previous.probabilities[0].shape[1:]) != self.grid:
@@ -398,7 +399,7 @@ class LabelTransfer:
             raise BadInputError(
                 f"changed_frames must be annotated frames (annotated: {annotated}); got {changed}"
             )
-        return previous, changed
+        return changed
 
     @staticmethod
     def _keep_user_pixels(mask: np.ndarray, label_map: np.ndarray | None) -> np.ndarray:
