@@ -121,6 +121,11 @@ def _add_train_arguments(parser: argparse.ArgumentParser) -> None:
                         help="comma-separated held-out sequences (default: the fixed split of "
                              "simwidgets.training.default_split)")
     parser.add_argument("--n-val", type=int, default=4, help="held-out sequences in the default split")
+    parser.add_argument("--fold", default=None, metavar="I/K",
+                        help="k-fold cross-validation: train on the other folds and validate on fold I of K "
+                             "(simwidgets.training.kfold_splits over --sequences; the demo sequences are in no "
+                             "fold); benchmarks/bench_kfold.py scores the K models")
+    parser.add_argument("--fold-seed", type=int, default=0, help="shuffle of the sequences into folds")
     parser.add_argument("--val-every", type=int, default=d["val_every"])
     parser.add_argument("--val-max-frames", type=int, default=None)
     parser.add_argument("--val-scale", type=float, default=d["val_scale"])
@@ -257,6 +262,10 @@ def _train_split(args) -> tuple[list[str], list[str]]:
 
     names = _known_sequences(args.davis_root, _names(args.sequences, "--sequences"))
     val = _names(args.val_sequences, "--val-sequences")
+    if args.fold is not None:
+        if val is not None:
+            raise BadInputError("give --fold or --val-sequences, not both: a fold names its validation sequences")
+        return _fold_split(names, args.fold, args.fold_seed)
     if val is None:
         return default_split(names, n_val=args.n_val)
     outside = [n for n in val if n not in names]
@@ -266,6 +275,20 @@ def _train_split(args) -> tuple[list[str], list[str]]:
     if not train_names:
         raise BadInputError("no training sequences left after holding out the validation ones")
     return train_names, val
+
+
+def _fold_split(names: list[str], text: str, seed: int) -> tuple[list[str], list[str]]:
+    """``(train, val)`` of fold ``I/K`` (``I`` counted from 0)."""
+    from .training.data import kfold_splits
+
+    index, sep, count = str(text).partition("/")
+    try:
+        index, count = int(index), int(count)
+    except ValueError:
+        raise BadInputError(f"--fold must be I/K, fold I (from 0) of K folds, e.g. 0/5; got {text!r}") from None
+    if not sep or not 0 <= index < count:
+        raise BadInputError(f"--fold must be I/K with 0 <= I < K, e.g. 0/5; got {text!r}")
+    return kfold_splits(names, count, seed)[index]
 
 
 def _resumed_run(args) -> tuple:

@@ -35,6 +35,7 @@ from . import checks
 from .errors import BadInputError
 from .scribbles import UNKNOWN, Scribbles, Stroke, rasterize_strokes
 from .transfer import LabelTransfer, PropagationResult, TransferConfig, class_ids_of
+from .transfer.local_edit import local_changes
 
 __all__ = ["InteractiveSession", "RoundRecord", "SUGGESTION_CRITERIA"]
 
@@ -120,6 +121,11 @@ class InteractiveSession:
         #: frames annotated before any result was shown: only these may get automatic
         #: background cells (a correction is drawn on what the user saw)
         self._blank_frames: set[int] = set()
+        #: the strokes of each frame as the last round saw them
+        self._shown_strokes: dict[int, list[Stroke]] = {}
+        #: frames corrected after a result was shown: ``{frame: (mask the user saw, pixels
+        #: of that correction's strokes)}``, for ``local_corrections``
+        self._corrected: dict[int, tuple[np.ndarray, np.ndarray]] = {}
 
     # ------------------------------------------------------------------ properties
     @property
@@ -283,6 +289,7 @@ class InteractiveSession:
         mask = checks.label_map(mask, (self.height, self.width), f"mask for frame {frame_idx}").astype(np.int64)
         self._masks[frame_idx] = mask
         self._raster.pop(frame_idx, None)
+        self._corrected.pop(frame_idx, None)  # a mask of the user's own is final there
         self._pending_frames.add(frame_idx)
 
     def references(self) -> dict[int, np.ndarray]:
@@ -341,9 +348,15 @@ class InteractiveSession:
             self._blank_frames |= set(references)
         config = self.config.with_options(**overrides)  # checked: a bad option raises here
         kwargs.update(self._fusion(references, config))
+        local = self._local_edits(config)
+        if local and on_frame is not None:
+            kwargs["on_frame"] = lambda t, mask: on_frame(t, local[t](mask) if t in local else mask)
         result = self.transfer.propagate(references, background_frames=self._background_frames(references),
                                          **kwargs, **overrides)
+        for frame_idx, edit in local.items():
+            result.masks[frame_idx] = edit(result.masks[frame_idx])
         self._last_round = (config, references)
+        self._shown_strokes = {f: list(s) for f, s in enumerate(self._scribbles.frames) if s}
         seconds = time.perf_counter() - start
         if self.result is None or self.result.masks.shape != result.masks.shape:
             changed = list(range(self.n_frames))
@@ -366,6 +379,40 @@ class InteractiveSession:
         self._pending_frames, self._pending_strokes = set(), 0
         self.result = result
         return result
+
+    def _local_edits(self, config: TransferConfig) -> dict[int, Callable[[np.ndarray], np.ndarray]]:
+        """``{frame: edit}`` for ``local_corrections``: each frame corrected after its result
+        was shown keeps the mask the user saw, except where the correction's strokes reach
+        (:func:`~simwidgets.transfer.local_edit.local_changes`).
+
+        A frame's correction is the strokes added there since the last round, taken
+        against the mask of that round; a later correction of the same frame starts again
+        from what was shown then.  A frame whose earlier strokes were taken away (undo),
+        or that has a mask of the user's own, is transferred whole."""
+        if self.result is None:
+            return {}
+        for frame_idx in sorted(self._pending_frames):
+            if frame_idx in self._masks:
+                continue
+            shown, now = list(self._shown_strokes.get(frame_idx, [])), list(self._scribbles.frames[frame_idx])
+            added = list(now)
+            for stroke in shown:
+                if stroke not in added:  # an earlier stroke was removed: no longer a correction
+                    self._corrected.pop(frame_idx, None)
+                    break
+                added.remove(stroke)
+            else:
+                if added:
+                    drawn = rasterize_strokes(added, self.height, self.width, self.config.brush_width) >= 0
+                    self._corrected[frame_idx] = (self.result.masks[frame_idx].copy(), drawn)
+        if not config.local_corrections:
+            return {}
+        edits = {}
+        reach = max(1, int(self.transfer.stride))  # a grid cell: the transfer's own resolution
+        for frame_idx, (seen, drawn) in self._corrected.items():
+            edits[frame_idx] = (lambda mask, seen=seen, drawn=drawn, reach=reach:
+                                local_changes(seen, mask, drawn, reach))
+        return edits
 
     def _fusion(self, references, config: TransferConfig) -> dict:
         """``previous`` and ``changed_frames`` for the engine when this round is a correction

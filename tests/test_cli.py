@@ -138,6 +138,18 @@ OUTPUT_ROWS = [
     ("--sequences naming one twice",
      lambda t: ["evaluate", "--davis-root", str(DAVIS), "--sequences", "bear,bear", "--json", str(t / "r.json")],
      r"--sequences names a sequence twice"),
+    ("train --fold out of range",
+     lambda t: ["train", "--davis-root", str(DAVIS), "--out", str(t / "m.pt"), "--fold", "5/5"],
+     r"--fold must be I/K with 0 <= I < K, e.g. 0/5; got '5/5'"),
+    ("train --fold not I/K",
+     lambda t: ["train", "--davis-root", str(DAVIS), "--out", str(t / "m.pt"), "--fold", "first"],
+     r"--fold must be I/K"),
+    ("train --fold with --val-sequences",
+     lambda t: ["train", "--davis-root", str(DAVIS), "--out", str(t / "m.pt"), "--fold", "0/2",
+                "--val-sequences", "bear"], r"give --fold or --val-sequences, not both"),
+    ("train --fold with more folds than sequences",
+     lambda t: ["train", "--davis-root", str(DAVIS), "--out", str(t / "m.pt"), "--fold", "0/5"],
+     r"k must be an integer from 2 to the number of sequences"),
     ("train --val-sequences naming nothing",
      lambda t: ["train", "--davis-root", str(DAVIS), "--out", str(t / "m.pt"), "--val-sequences", " , "],
      r"--val-sequences ' , ' names no sequence"),
@@ -208,3 +220,27 @@ def test_a_mask_folder_for_frames_the_video_lacks_is_named(tmp_path, capsys):
                  "--model", "baseline", "--out", str(tmp_path / "o")])
     assert code == 2
     assert "mask 00030.png is for frame 30; the video has frames 0..24" in capsys.readouterr().err
+
+
+def test_train_fold_holds_out_its_fold_and_the_demos(tmp_path, write_davis):
+    """``--fold I/K`` trains on the other folds: over K folds every non-demo sequence is
+    validated exactly once and never trained on in its own fold; the demos are in none."""
+    import argparse
+
+    from simwidgets.cli import _train_split
+
+    video = np.zeros((2, 8, 8, 3), np.uint8)
+    masks = np.zeros((2, 8, 8), np.uint8)
+    masks[:, 2:5, 2:5] = 1
+    names = ["bear", "a", "b", "c", "d", "e", "f", "g"]
+    for name in names:
+        root = write_davis(tmp_path / "davis", name, video, masks)
+    seen = []
+    for i in range(3):
+        args = argparse.Namespace(davis_root=root, sequences=None, val_sequences=None, fold=f"{i}/3",
+                                  fold_seed=0, n_val=4)
+        train, val = _train_split(args)
+        assert not set(train) & set(val) and "bear" not in train + val
+        assert sorted(train + val) == sorted(set(names) - {"bear"})
+        seen += val
+    assert sorted(seen) == sorted(set(names) - {"bear"})

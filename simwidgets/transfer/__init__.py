@@ -28,11 +28,13 @@ The modules follow the data flow:
   what the new scribbles change;
 * :mod:`.fusion` -- how far a correction reaches: a correction round blended with the
   result it corrects (``fuse_corrections``);
+* :mod:`.local_edit` -- a correction changes its own frame only where its strokes reach
+  (``local_corrections``);
 * :mod:`.engine` -- :class:`LabelTransfer`: the sweeps, their blend, the masks.
 """
 from .cache import EmbeddingCache
 from .config import TransferConfig
-from . import fusion
+from . import fusion, local_edit
 from .engine import LabelTransfer, PropagationResult, propagate
 from .knn import NearestVotes, nearest_votes
 from .references import (

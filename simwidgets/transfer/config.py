@@ -59,6 +59,11 @@ class TransferConfig:
         and costs the frames it may change.  Off by default: it also keeps a correction
         from improving frames beyond the earlier interactions, and on the DAVIS protocol
         that reach is worth more (``benchmarks/results/interactive_fusion_ab.md``)
+    local_corrections : in an :class:`~simwidgets.session.InteractiveSession`, a frame
+        corrected after the user saw its result keeps that result except in the connected
+        regions of change that touch the correction's strokes (:mod:`.local_edit`); other
+        frames take the whole new transfer.  A correction then cannot move its own frame
+        far from where it was drawn
     """
 
     top_k: int = 20
@@ -73,6 +78,7 @@ class TransferConfig:
     refine_radius: int = 1
     refine_eps: float = 1e-4
     fuse_corrections: bool = False
+    local_corrections: bool = False
 
     def __post_init__(self):
         checked = {
@@ -88,6 +94,7 @@ class TransferConfig:
             "refine_radius": checks.non_negative_int(self.refine_radius, "refine_radius"),
             "refine_eps": checks.positive_float(self.refine_eps, "refine_eps"),
             "fuse_corrections": checks.boolean(self.fuse_corrections, "fuse_corrections"),
+            "local_corrections": checks.boolean(self.local_corrections, "local_corrections"),
         }
         for name, value in checked.items():  # canonical types: frozen, so through object
             object.__setattr__(self, name, value)

@@ -1,0 +1,109 @@
+"""``local_corrections``: a correction changes its own frame only in the regions its strokes
+reach (transfer/local_edit.py).  The rule on hand-made label maps, then a session on real
+DAVIS frames (bear, a quarter-size 10-frame clip; scribble 001, then the official
+correction 002 on another frame)."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from scipy import ndimage
+
+from simwidgets.session import InteractiveSession
+from simwidgets.transfer import TransferConfig
+from simwidgets.transfer.local_edit import local_changes
+from simwidgets.scribbles import rasterize_strokes
+from simwidgets.video import load_sample
+from test_session import FIRST, LAST, SCALE, dots, shrink_clip
+
+CONFIG = TransferConfig(max_references=10**6)
+
+
+@pytest.fixture(scope="module")
+def clip(davis_root):
+    return shrink_clip(load_sample("bear", lazy=True), FIRST, LAST, SCALE)
+
+
+def test_only_the_regions_a_stroke_touches_change():
+    previous = np.zeros((20, 30), np.uint8)
+    previous[5:15, 5:12] = 1
+    proposed = previous.copy()
+    proposed[5:15, 12:16] = 1      # grows the object beside the stroke
+    proposed[2:4, 25:28] = 1       # a look-alike far away
+    proposed[14, 5:8] = 0          # a loss on the far side of the object
+    strokes = np.zeros_like(previous, bool)
+    strokes[9, 13:15] = True
+    out = local_changes(previous, proposed, strokes)
+    expected = previous.copy()
+    expected[5:15, 12:16] = 1
+    assert np.array_equal(out, expected)
+    # a stroke whose own pixels were already right still reaches the change beside it
+    beside = np.zeros_like(strokes)
+    beside[9, 10] = True
+    assert np.array_equal(local_changes(previous, proposed, beside, reach=2), expected)
+    assert np.array_equal(local_changes(previous, proposed, beside, reach=0), previous)
+    # no stroke, or no change: the frame as it was
+    assert np.array_equal(local_changes(previous, proposed, np.zeros_like(strokes)), previous)
+    assert np.array_equal(local_changes(previous, previous, strokes), previous)
+    with pytest.raises(ValueError):
+        local_changes(previous, proposed[:, :10], strokes)
+
+
+def _two_rounds(clip, **options):
+    session = InteractiveSession(clip, model="baseline", config=CONFIG.with_options(**options))
+    first = clip.scribbles["001"].annotated_frames[0]
+    session.add_scribbles(clip.scribbles["001"])
+    session.add_scribbles({first: dots(clip.masks[first], 0, 150)})
+    one = session.propagate().masks.copy()
+    session.add_scribbles(clip.scribbles["002"])
+    two = session.propagate().masks.copy()
+    return session, one, two
+
+
+def test_a_correction_moves_its_frame_only_where_it_reaches(clip):
+    plain, one, whole = _two_rounds(clip)
+    local, one_local, two = _two_rounds(clip, local_corrections=True)
+    assert np.array_equal(one, one_local)  # the first round is no correction
+    (corrected,) = clip.scribbles["002"].annotated_frames
+    strokes = clip.scribbles["002"].frames[corrected]
+    drawn = rasterize_strokes(strokes, local.height, local.width, CONFIG.brush_width)
+    # every stroke pixel has its label, as in the whole round
+    assert np.array_equal(two[corrected][drawn >= 0], drawn[drawn >= 0])
+    # outside the regions of change that touch the strokes, the frame is as it was shown
+    changed = one[corrected] != whole[corrected]
+    regions, _ = ndimage.label(changed, np.ones((3, 3), bool))
+    near = ndimage.binary_dilation(drawn >= 0, np.ones((3, 3), bool), iterations=local.transfer.stride)
+    touched = np.unique(regions[near & changed])
+    reached = np.isin(regions, touched[touched > 0])
+    assert np.array_equal(two[corrected][~reached], one[corrected][~reached])
+    assert np.array_equal(two[corrected][reached], whole[corrected][reached])
+    assert (whole[corrected] != two[corrected]).any(), "the whole round moved pixels the stroke does not reach"
+    # every other frame takes the whole new transfer
+    others = [t for t in range(clip.n_frames) if t != corrected]
+    assert np.array_equal(two[others], whole[others])
+    # a later round elsewhere keeps the rule on this frame: against the mask shown before
+    # its correction, only the regions its strokes reach follow the new transfer
+    other = [t for t in range(clip.n_frames) if t not in local.annotated_frames][0]
+    more = {other: dots(clip.masks[other], 1, 5, seed=3)}
+    local.add_scribbles(more)
+    plain.add_scribbles(more)
+    three, whole3 = local.propagate().masks, plain.propagate().masks
+    assert np.array_equal(three[corrected], local_changes(one[corrected], whole3[corrected], drawn >= 0,
+                                                          local.transfer.stride))
+    new = rasterize_strokes(local.scribbles.frames[other], local.height, local.width, CONFIG.brush_width) >= 0
+    assert np.array_equal(three[other], local_changes(two[other], whole3[other], new, local.transfer.stride))
+    rest = [t for t in others if t != other]
+    assert np.array_equal(three[rest], whole3[rest])
+
+
+def test_undoing_a_correction_gives_the_whole_transfer_back(clip):
+    local, one, two = _two_rounds(clip, local_corrections=True)
+    plain = InteractiveSession(clip, model="baseline", config=CONFIG)
+    first = clip.scribbles["001"].annotated_frames[0]
+    # the app keeps the strokes itself: undo the correction, then draw it again
+    kept = {f: list(s) for f, s in enumerate(local.scribbles.frames) if s}
+    (corrected,) = clip.scribbles["002"].annotated_frames
+    without = {f: s for f, s in kept.items() if f != corrected}
+    local.set_scribbles(without)
+    plain.set_scribbles(without)
+    assert np.array_equal(local.propagate().masks, plain.propagate().masks)
+    assert first in local.annotated_frames
