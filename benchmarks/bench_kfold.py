@@ -131,8 +131,9 @@ def markdown(report: dict) -> str:
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--recipe", action="append", type=recipe, required=True, metavar="LABEL=MODEL",
-                        help="a checkpoint path with {fold} in it, or a model name; the first is the reference")
+    parser.add_argument("--recipe", action="append", type=recipe, default=None, metavar="LABEL=MODEL",
+                        help="a checkpoint path with {fold} in it, or a model name; the first is the reference "
+                             "(default: the baseline alone, which needs no training)")
     parser.add_argument("--davis-root", type=Path, default=REPO.parent / "shared" / "data" / "davis2016")
     parser.add_argument("--k", type=int, default=5)
     parser.add_argument("--seed", type=int, default=0)
@@ -141,6 +142,7 @@ def main(argv=None) -> int:
                         help="a TransferConfig option, e.g. n_context=7 (repeatable)")
     parser.add_argument("--out", type=Path, default=RESULTS / "kfold.json")
     args = parser.parse_args(argv)
+    args.recipe = args.recipe or [("baseline", "baseline")]
     config = transfer_config(args.transfer)
     splits = kfold_splits(list_sequences(args.davis_root), args.k, args.seed)
     wanted = range(args.k) if args.folds is None else [int(f) for f in args.folds.split(",")]

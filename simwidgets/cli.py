@@ -346,8 +346,12 @@ def cmd_train(args, argv: list[str]) -> int:
             args.history.parent.mkdir(parents=True, exist_ok=True)
             args.history.write_text(json.dumps({"history": result.history, "validation": result.validation},
                                                indent=1))
-        print(f"done: best validation J&F {result.best_score:.4f} at step {result.best_step}; saved {args.out}",
-              flush=True)
+        if val:
+            print(f"done: best validation J&F {result.best_score:.4f} at step {result.best_step}; saved {args.out}",
+                  flush=True)
+        else:
+            print(f"done: no validation sequences, so the last step ({result.best_step}) is saved: {args.out}",
+                  flush=True)
     return 0
 
 

@@ -123,8 +123,8 @@ class InteractiveSession:
         self._blank_frames: set[int] = set()
         #: the strokes of each frame as the last round saw them
         self._shown_strokes: dict[int, list[Stroke]] = {}
-        #: frames corrected after a result was shown: ``{frame: (mask the user saw, pixels
-        #: of that correction's strokes)}``, for ``local_corrections``
+        #: frames corrected after a result was shown: ``{frame: (mask the user saw, labels
+        #: of that correction's strokes, -1 elsewhere)}``, for ``local_corrections``
         self._corrected: dict[int, tuple[np.ndarray, np.ndarray]] = {}
 
     # ------------------------------------------------------------------ properties
@@ -382,8 +382,8 @@ class InteractiveSession:
 
     def _local_edits(self, config: TransferConfig) -> dict[int, Callable[[np.ndarray], np.ndarray]]:
         """``{frame: edit}`` for ``local_corrections``: each frame corrected after its result
-        was shown keeps the mask the user saw, except where the correction's strokes reach
-        (:func:`~simwidgets.transfer.local_edit.local_changes`).
+        was shown keeps the mask the user saw, except for what its strokes ask for where
+        they reach (:func:`~simwidgets.transfer.local_edit.local_changes`).
 
         A frame's correction is the strokes added there since the last round, taken
         against the mask of that round; a later correction of the same frame starts again
@@ -403,7 +403,7 @@ class InteractiveSession:
                 added.remove(stroke)
             else:
                 if added:
-                    drawn = rasterize_strokes(added, self.height, self.width, self.config.brush_width) >= 0
+                    drawn = rasterize_strokes(added, self.height, self.width, self.config.brush_width)
                     self._corrected[frame_idx] = (self.result.masks[frame_idx].copy(), drawn)
         if not config.local_corrections:
             return {}

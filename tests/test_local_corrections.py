@@ -1,4 +1,4 @@
-"""``local_corrections``: a correction changes its own frame only in the regions its strokes
+"""``local_corrections``: a correction changes its own frame only as its strokes ask, where they
 reach (transfer/local_edit.py).  The rule on hand-made label maps, then a session on real
 DAVIS frames (bear, a quarter-size 10-frame clip; scribble 001, then the official
 correction 002 on another frame)."""
@@ -23,29 +23,48 @@ def clip(davis_root):
     return shrink_clip(load_sample("bear", lazy=True), FIRST, LAST, SCALE)
 
 
-def test_only_the_regions_a_stroke_touches_change():
+def test_a_stroke_only_takes_what_it_asks_for_where_it_reaches():
     previous = np.zeros((20, 30), np.uint8)
     previous[5:15, 5:12] = 1
     proposed = previous.copy()
-    proposed[5:15, 12:16] = 1      # grows the object beside the stroke
+    proposed[5:15, 12:16] = 1      # grows the object beside the object stroke
     proposed[2:4, 25:28] = 1       # a look-alike far away
     proposed[14, 5:8] = 0          # a loss on the far side of the object
-    strokes = np.zeros_like(previous, bool)
-    strokes[9, 13:15] = True
+    proposed[5, 8:12] = 0          # a loss touching the grown region: an object stroke never removes
+    strokes = np.full(previous.shape, -1)
+    strokes[9, 13:15] = 1
     out = local_changes(previous, proposed, strokes)
     expected = previous.copy()
     expected[5:15, 12:16] = 1
     assert np.array_equal(out, expected)
-    # a stroke whose own pixels were already right still reaches the change beside it
-    beside = np.zeros_like(strokes)
-    beside[9, 10] = True
+    # a stroke whose own pixels were already right still reaches the region beside it
+    beside = np.full(previous.shape, -1)
+    beside[9, 10] = 1
     assert np.array_equal(local_changes(previous, proposed, beside, reach=2), expected)
     assert np.array_equal(local_changes(previous, proposed, beside, reach=0), previous)
+    # a background stroke only removes: the loss it touches, nothing it does not
+    erase = np.full(previous.shape, -1)
+    erase[14, 6] = 0
+    removed = previous.copy()
+    removed[14, 5:8] = 0
+    assert np.array_equal(local_changes(previous, proposed, erase), removed)
     # no stroke, or no change: the frame as it was
-    assert np.array_equal(local_changes(previous, proposed, np.zeros_like(strokes)), previous)
+    assert np.array_equal(local_changes(previous, proposed, np.full(previous.shape, -1)), previous)
     assert np.array_equal(local_changes(previous, previous, strokes), previous)
     with pytest.raises(ValueError):
         local_changes(previous, proposed[:, :10], strokes)
+
+
+def _reference_rule(seen, whole, drawn, reach):
+    """The rule spelt out with whole-frame dilations, for the session test."""
+    out = seen.copy()
+    for label in np.unique(drawn[drawn >= 0]):
+        gained = (whole == label) & (seen != label)
+        regions, _ = ndimage.label(gained, np.ones((3, 3), bool))
+        near = ndimage.binary_dilation(drawn == label, np.ones((3, 3), bool), iterations=reach)
+        touched = np.unique(regions[near & gained])
+        out[np.isin(regions, touched[touched > 0])] = label
+    return out
 
 
 def _two_rounds(clip, **options):
@@ -60,7 +79,7 @@ def _two_rounds(clip, **options):
 
 
 def test_a_correction_moves_its_frame_only_where_it_reaches(clip):
-    plain, one, whole = _two_rounds(clip)
+    plain, one, whole = _two_rounds(clip, local_corrections=False)
     local, one_local, two = _two_rounds(clip, local_corrections=True)
     assert np.array_equal(one, one_local)  # the first round is no correction
     (corrected,) = clip.scribbles["002"].annotated_frames
@@ -68,15 +87,11 @@ def test_a_correction_moves_its_frame_only_where_it_reaches(clip):
     drawn = rasterize_strokes(strokes, local.height, local.width, CONFIG.brush_width)
     # every stroke pixel has its label, as in the whole round
     assert np.array_equal(two[corrected][drawn >= 0], drawn[drawn >= 0])
-    # outside the regions of change that touch the strokes, the frame is as it was shown
-    changed = one[corrected] != whole[corrected]
-    regions, _ = ndimage.label(changed, np.ones((3, 3), bool))
-    near = ndimage.binary_dilation(drawn >= 0, np.ones((3, 3), bool), iterations=local.transfer.stride)
-    touched = np.unique(regions[near & changed])
-    reached = np.isin(regions, touched[touched > 0])
-    assert np.array_equal(two[corrected][~reached], one[corrected][~reached])
-    assert np.array_equal(two[corrected][reached], whole[corrected][reached])
-    assert (whole[corrected] != two[corrected]).any(), "the whole round moved pixels the stroke does not reach"
+    # the rest of the frame is as it was shown, but for what the strokes ask for where they reach
+    stride = local.transfer.stride
+    assert np.array_equal(two[corrected], _reference_rule(one[corrected], whole[corrected], drawn, stride))
+    assert (two[corrected] != one[corrected]).any(), "the correction changed nothing on its frame"
+    assert (whole[corrected] != two[corrected]).any(), "the whole round moved pixels the stroke does not ask for"
     # every other frame takes the whole new transfer
     others = [t for t in range(clip.n_frames) if t != corrected]
     assert np.array_equal(two[others], whole[others])
@@ -87,17 +102,16 @@ def test_a_correction_moves_its_frame_only_where_it_reaches(clip):
     local.add_scribbles(more)
     plain.add_scribbles(more)
     three, whole3 = local.propagate().masks, plain.propagate().masks
-    assert np.array_equal(three[corrected], local_changes(one[corrected], whole3[corrected], drawn >= 0,
-                                                          local.transfer.stride))
-    new = rasterize_strokes(local.scribbles.frames[other], local.height, local.width, CONFIG.brush_width) >= 0
-    assert np.array_equal(three[other], local_changes(two[other], whole3[other], new, local.transfer.stride))
+    assert np.array_equal(three[corrected], _reference_rule(one[corrected], whole3[corrected], drawn, stride))
+    new = rasterize_strokes(local.scribbles.frames[other], local.height, local.width, CONFIG.brush_width)
+    assert np.array_equal(three[other], _reference_rule(two[other], whole3[other], new, stride))
     rest = [t for t in others if t != other]
     assert np.array_equal(three[rest], whole3[rest])
 
 
 def test_undoing_a_correction_gives_the_whole_transfer_back(clip):
     local, one, two = _two_rounds(clip, local_corrections=True)
-    plain = InteractiveSession(clip, model="baseline", config=CONFIG)
+    plain = InteractiveSession(clip, model="baseline", config=CONFIG.with_options(local_corrections=False))
     first = clip.scribbles["001"].annotated_frames[0]
     # the app keeps the strokes itself: undo the correction, then draw it again
     kept = {f: list(s) for f, s in enumerate(local.scribbles.frames) if s}
