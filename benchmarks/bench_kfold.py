@@ -38,7 +38,8 @@ from simwidgets.models import load_model  # noqa: E402
 from simwidgets.training import kfold_splits  # noqa: E402
 from simwidgets.video import list_sequences, load_davis_sequence  # noqa: E402
 
-from bench_interactive import option, transfer_config  # noqa: E402
+from bench_interactive import option  # noqa: E402
+from simwidgets.transfer import TransferConfig  # noqa: E402
 from bench_transfer import machine  # noqa: E402
 
 RESULTS = REPO / "benchmarks" / "results"
@@ -139,14 +140,16 @@ def main(argv=None) -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--folds", default=None, help="comma-separated fold numbers to score (default: all)")
     parser.add_argument("--transfer", action="append", type=option, default=[], metavar="NAME=VALUE",
-                        help="a TransferConfig option, e.g. n_context=7 (repeatable)")
+                        help="a TransferConfig option, e.g. n_context=7 (repeatable; the defaults are "
+                             "TransferConfig.for_masks(): top_k 5)")
     parser.add_argument("--out", type=Path, default=RESULTS / "kfold.json")
     args = parser.parse_args(argv)
     args.recipe = args.recipe or [("baseline", "baseline")]
-    config = transfer_config(args.transfer)
+    config = TransferConfig.for_masks(**dict(args.transfer))  # full masks: top_k 5 unless given
     splits = kfold_splits(list_sequences(args.davis_root), args.k, args.seed)
     wanted = range(args.k) if args.folds is None else [int(f) for f in args.folds.split(",")]
-    options = dict(args.transfer)
+    plain = TransferConfig()  # the options recorded are those that differ from TransferConfig()'s
+    options = {f: getattr(config, f) for f in plain.option_names() if getattr(config, f) != getattr(plain, f)}
     report = json.loads(args.out.read_text()) if args.out.exists() else {}
     if report.get("folds") != [list(s) for s in splits] or report.get("transfer_options") != options:
         report = {"recipes": {}}  # another scheme or other options: start afresh

@@ -40,7 +40,8 @@ def _add_transfer_arguments(parser: argparse.ArgumentParser) -> None:
                             "hardware, else fp32); sets $SIMWIDGETS_PRECISION")
 
 
-def _transfer_config(args):
+def _transfer_config(args, masks: bool = False):
+    """The options given; ``masks``: propagating full masks (``TransferConfig.for_masks``)."""
     from .transfer import TransferConfig
 
     overrides = {
@@ -52,7 +53,7 @@ def _transfer_config(args):
     overrides = {k: v for k, v in overrides.items() if v is not None}
     if args.no_temporal:
         overrides["temporal"] = False
-    return TransferConfig(**overrides)
+    return TransferConfig.for_masks(**overrides) if masks else TransferConfig(**overrides)
 
 
 def _names(text: str | None, option: str) -> list[str] | None:
@@ -194,7 +195,8 @@ def cmd_propagate(args) -> int:
         references = read_mask_folder(args.masks, n_frames=video.n_frames, size=video.size)
     else:
         references = Scribbles.load(args.scribbles, n_frames=video.n_frames)
-    engine = LabelTransfer(video.frames, model=args.model, config=_transfer_config(args), device=args.device)
+    config = _transfer_config(args, masks=args.scribbles is None)  # masks or a first mask: for_masks
+    engine = LabelTransfer(video.frames, model=args.model, config=config, device=args.device)
     print(f"device: {describe_device(engine.device)}; model: {engine.model.arch} (stride {engine.stride})")
     start = time.perf_counter()
     result = engine.propagate(references)
@@ -223,7 +225,7 @@ def cmd_evaluate(args) -> int:
     if args.save_masks is not None:
         output_folder(args.save_masks, "--save-masks")
     names = _known_sequences(args.davis_root, _names(args.sequences, "--sequences"))
-    config = _transfer_config(args)
+    config = _transfer_config(args, masks=args.protocol == "semi")
 
     def report(name, row):
         print(f"{name:20s} J={row['J']:.3f} F={row['F']:.3f} J&F={row['J&F']:.3f} "

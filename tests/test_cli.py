@@ -244,3 +244,19 @@ def test_train_fold_holds_out_its_fold_and_the_demos(tmp_path, write_davis):
         assert sorted(train + val) == sorted(set(names) - {"bear"})
         seen += val
     assert sorted(seen) == sorted(set(names) - {"bear"})
+
+
+def test_masks_propagate_with_the_mask_top_k_and_scribbles_with_the_default():
+    """Full masks (--first-mask, --masks, evaluate --protocol semi) vote with
+    TransferConfig.for_masks()'s top_k; scribbles with TransferConfig()'s; --top-k wins."""
+    import argparse
+
+    from simwidgets.cli import _transfer_config
+    from simwidgets.transfer import TransferConfig
+    from simwidgets.transfer.config import MASK_TOP_K
+
+    args = argparse.Namespace(top_k=None, temperature=None, window=None, n_context=None, no_temporal=False)
+    assert _transfer_config(args, masks=True).top_k == MASK_TOP_K == TransferConfig.for_masks().top_k
+    assert _transfer_config(args).top_k == TransferConfig().top_k != MASK_TOP_K
+    args.top_k = 7
+    assert _transfer_config(args, masks=True).top_k == 7 == TransferConfig.for_masks(top_k=7).top_k

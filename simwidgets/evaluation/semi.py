@@ -57,7 +57,8 @@ def evaluate_semi_supervised(
         work) or training :class:`~simwidgets.training.VideoClip` objects; any iterable,
         so a generator loads one video at a time
     model : an EmbeddingModel or a name/path for :func:`~simwidgets.models.load_model`
-    config : :class:`~simwidgets.transfer.TransferConfig` (defaults when None)
+    config : :class:`~simwidgets.transfer.TransferConfig`; None:
+        ``TransferConfig.for_masks()`` (the defaults, with the ``top_k`` for full masks)
     max_frames, scale : evaluate on the first frames only, resized (training validation)
     save_masks : write ``save_masks/<name>/%05d.png`` for every video
     progress : called as ``progress(name, row)`` after each video
@@ -70,9 +71,10 @@ def evaluate_semi_supervised(
     """
     from ..export import write_masks
     from ..models import load_model
-    from ..transfer import LabelTransfer
+    from ..transfer import LabelTransfer, TransferConfig
 
     model = load_model(model)
+    config = TransferConfig.for_masks() if config is None else config
     rows: dict[str, dict] = {}
     for video in videos:
         name, frames, masks = _frames_and_masks(video, max_frames, scale)

@@ -13,10 +13,19 @@ from dataclasses import dataclass
 from .. import checks
 from ..errors import BadInputError
 
-__all__ = ["TransferConfig", "WINDOW_PIXELS"]
+__all__ = ["TransferConfig", "WINDOW_PIXELS", "MASK_TOP_K"]
 
 #: radius of the temporal context's spatial window, in pixels, when ``window`` is None
 WINDOW_PIXELS = 48
+
+
+#: ``top_k`` for propagating full masks (:meth:`TransferConfig.for_masks`).  On the 5-fold
+#: scheme semi-supervised J&F was 0.799 at 20, 0.809 at 10 and 0.814 at 5 (5 against 20:
+#: +0.015 ± 0.004, higher on 23 of 25 sequences; ``benchmarks/results/kfold*.md``): a mask
+#: gives thousands of references and the nearest few are the informative ones.  Scribbles
+#: give a few hundred, and on the DAVIS protocol 20 kept the loop's curve higher (final J&F
+#: 0.873 at 20 against 0.868 at 5 on 12 sequences; ``benchmarks/results/interactive_*``)
+MASK_TOP_K = 5
 
 
 @dataclass(frozen=True)
@@ -25,11 +34,9 @@ class TransferConfig:
 
     Attributes
     ----------
-    top_k : number of nearest references that vote for a query cell; 5 (20 until
-        2026-12-02): on the 5-fold scheme semi-supervised J&F was 0.799 at 20, 0.809 at 10
-        and 0.814 at 5 (5 against 20: +0.015 ± 0.004, higher on 23 of 25 sequences;
-        ``benchmarks/results/kfold*.md``): the nearest few references are the informative
-        ones, more of them blur object boundaries into the vote
+    top_k : number of nearest references that vote for a query cell.  20 for scribbles
+        (the interactive loop); propagating full masks (semi-supervised) is better with
+        fewer, so :meth:`for_masks` gives 5 (:data:`MASK_TOP_K`)
     temperature : softmax temperature of the votes (smaller = nearest dominate)
     temporal : also use earlier frames' predictions as references (local window)
     n_context : how many previous frames serve as context when ``temporal``
@@ -69,13 +76,13 @@ class TransferConfig:
         (:mod:`.local_edit`: an object stroke only adds to its object, a background stroke
         only removes); other frames take the whole new transfer.  A correction then cannot
         move its own frame away from what it asked for.  On by default: on the DAVIS
-        protocol (12 sequences) the loop's curve was the same as with whole rounds (+0.144
-        against +0.145) and the corrected frames that fell went from 4 of 83 (worst -0.027)
-        to 2 (worst -0.011) with the undirected first version of the rule
-        (``benchmarks/results/interactive_local_corrections_undirected.md and interactive_top5_local.md``)
+        protocol (12 unseen sequences) the loop's curve was the same as with whole rounds
+        (+0.144 against +0.145 from the first to the eighth interaction) and the corrected
+        frames that fell went from 4 of 83 (worst -0.027) to 2 (worst -0.011)
+        (``benchmarks/results/interactive_validation_and_demos.md``)
     """
 
-    top_k: int = 5
+    top_k: int = 20
     temperature: float = 0.05
     temporal: bool = True
     n_context: int = 3
@@ -107,6 +114,13 @@ class TransferConfig:
         }
         for name, value in checked.items():  # canonical types: frozen, so through object
             object.__setattr__(self, name, value)
+
+    @classmethod
+    def for_masks(cls, **options) -> "TransferConfig":
+        """Options for propagating full masks (semi-supervised): ``top_k`` :data:`MASK_TOP_K`
+        unless given; what :func:`~simwidgets.evaluation.evaluate_semi_supervised` and the
+        CLI's ``--first-mask``/``--masks`` use."""
+        return cls().with_options(**({"top_k": MASK_TOP_K} | options))
 
     def for_stride(self, stride: int) -> "TransferConfig":
         """This configuration with ``window`` in cells for a model of this output stride."""
