@@ -3,11 +3,12 @@
     .venv/bin/python benchmarks/bench_semi.py --models baseline,data/models/default.pt \
         [--davis-root ../shared/data/davis2016] [--max-frames N] [--out results/semi_validation.json]
 
-The scheme (``simwidgets.training.VALIDATION_SEQUENCES``): nine DAVIS 2016 train sequences
-that no shipped model before this one was trained on choose recipes and checkpoints; the
+The first scheme (``simwidgets.training.VALIDATION_SEQUENCES``, now replaced by the k-fold
+scheme of ``bench_kfold.py``): nine DAVIS 2016 train sequences that the models shipped until
+2026-12-02 were not trained on (the current default was); the
 three demo sequences shipped in ``data/davis`` (bear, dog-agility, tennis) are never used
 for training or choosing and are reported apart as the held-out test.  Frame 0's true mask
-is propagated to every frame (``simwidgets.transfer`` defaults); J and F are over frames
+is propagated to every frame (``TransferConfig.for_masks()``); J and F are over frames
 1..T of each sequence, means over sequences.  Prints per-sequence rows and the spread
 (standard deviation over sequences) beside each mean, with the machine and its load.
 """
