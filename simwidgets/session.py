@@ -71,6 +71,18 @@ class RoundRecord:
     seconds_per_frame: float = 0.0
 
 
+def _stroke_difference(before, after) -> tuple[list[Stroke], list[Stroke]]:
+    """``(added, removed)``: the strokes of ``after`` not in ``before`` and those of ``before``
+    not in ``after``, counted as multisets (the same stroke drawn twice counts twice)."""
+    added, removed = list(after), []
+    for stroke in before:
+        if stroke in added:
+            added.remove(stroke)
+        else:
+            removed.append(stroke)
+    return added, removed
+
+
 def _as_video(frames):
     """``(frames, name)`` from a VideoSequence, an array or a LazyFrames."""
     name = ""
@@ -259,12 +271,8 @@ class InteractiveSession:
             new.frames[frame_idx].append(Stroke(stroke.path.copy(), stroke.object_id, stroke.start_time, stroke.end_time))
         changed = [f for f in range(self.n_frames) if new.frames[f] != self._scribbles.frames[f]]
         for frame_idx in changed:
-            old = list(self._scribbles.frames[frame_idx])
-            for stroke in new.frames[frame_idx]:
-                if stroke in old:
-                    old.remove(stroke)
-                else:
-                    self._pending_strokes += 1
+            added, _ = _stroke_difference(self._scribbles.frames[frame_idx], new.frames[frame_idx])
+            self._pending_strokes += len(added)
         self._scribbles = new
         self._pending_frames.update(changed)
         for frame_idx in changed:
@@ -349,12 +357,18 @@ class InteractiveSession:
         config = self.config.with_options(**overrides)  # checked: a bad option raises here
         kwargs.update(self._fusion(references, config))
         local = self._local_edits(config)
+        edited: dict[int, np.ndarray] = {}  # each corrected frame edited once, streamed or not
         if local and on_frame is not None:
-            kwargs["on_frame"] = lambda t, mask: on_frame(t, local[t](mask) if t in local else mask)
+            def stream(t, mask):
+                if t in local:
+                    mask = edited[t] = local[t](mask)
+                on_frame(t, mask)
+
+            kwargs["on_frame"] = stream
         result = self.transfer.propagate(references, background_frames=self._background_frames(references),
                                          **kwargs, **overrides)
         for frame_idx, edit in local.items():
-            result.masks[frame_idx] = edit(result.masks[frame_idx])
+            result.masks[frame_idx] = edited[frame_idx] if frame_idx in edited else edit(result.masks[frame_idx])
         self._last_round = (config, references)
         self._shown_strokes = {f: list(s) for f, s in enumerate(self._scribbles.frames) if s}
         seconds = time.perf_counter() - start
@@ -394,17 +408,13 @@ class InteractiveSession:
         for frame_idx in sorted(self._pending_frames):
             if frame_idx in self._masks:
                 continue
-            shown, now = list(self._shown_strokes.get(frame_idx, [])), list(self._scribbles.frames[frame_idx])
-            added = list(now)
-            for stroke in shown:
-                if stroke not in added:  # an earlier stroke was removed: no longer a correction
-                    self._corrected.pop(frame_idx, None)
-                    break
-                added.remove(stroke)
-            else:
-                if added:
-                    drawn = rasterize_strokes(added, self.height, self.width, self.config.brush_width)
-                    self._corrected[frame_idx] = (self.result.masks[frame_idx].copy(), drawn)
+            added, removed = _stroke_difference(self._shown_strokes.get(frame_idx, []),
+                                                self._scribbles.frames[frame_idx])
+            if removed:  # an earlier stroke was taken away: no longer a correction
+                self._corrected.pop(frame_idx, None)
+            elif added:
+                drawn = rasterize_strokes(added, self.height, self.width, self.config.brush_width)
+                self._corrected[frame_idx] = (self.result.masks[frame_idx].copy(), drawn)
         if not config.local_corrections:
             return {}
         edits = {}

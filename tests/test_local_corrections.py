@@ -121,3 +121,18 @@ def test_undoing_a_correction_gives_the_whole_transfer_back(clip):
     plain.set_scribbles(without)
     assert np.array_equal(local.propagate().masks, plain.propagate().masks)
     assert first in local.annotated_frames
+
+
+def test_a_streamed_corrected_frame_is_the_edited_one(clip):
+    """``on_frame`` hands out the corrected frame after its local edit, equal to the result's."""
+    session = InteractiveSession(clip, model="baseline", config=CONFIG)
+    first = clip.scribbles["001"].annotated_frames[0]
+    session.add_scribbles(clip.scribbles["001"])
+    session.add_scribbles({first: dots(clip.masks[first], 0, 150)})
+    session.propagate()
+    session.add_scribbles(clip.scribbles["002"])
+    streamed = {}
+    result = session.propagate(on_frame=lambda t, mask: streamed.__setitem__(t, mask.copy()))
+    assert sorted(streamed) == list(range(clip.n_frames))
+    for t, mask in streamed.items():
+        assert np.array_equal(mask, result.masks[t]), t
