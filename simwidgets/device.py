@@ -14,7 +14,10 @@ import torch
 
 from .errors import BadInputError
 
-__all__ = ["pick_device", "describe_device", "autocast_dtype", "precision_name", "ENV_VAR", "PRECISION_ENV_VAR"]
+__all__ = [
+    "pick_device", "describe_device", "autocast_dtype", "precision_name", "embedding_batch_size",
+    "ENV_VAR", "PRECISION_ENV_VAR",
+]
 
 ENV_VAR = "SIMWIDGETS_DEVICE"
 PRECISION_ENV_VAR = "SIMWIDGETS_PRECISION"
@@ -100,3 +103,14 @@ def autocast_dtype(device: torch.device, precision: str | None = None) -> torch.
 def precision_name(dtype: torch.dtype | None) -> str:
     """The name :func:`autocast_dtype` accepts for ``dtype`` (``None`` is ``"fp32"``)."""
     return next(name for name, known in _PRECISIONS.items() if known == dtype)
+
+
+def embedding_batch_size(device: torch.device) -> int:
+    """Frames per forward pass when embedding a video on ``device``.
+
+    One on a CPU: there a batch of 480p frames outgrows the caches, and one frame at a
+    time is faster (effnet-lite0 at stride 8 on this project's 2-core Xeon: 12.5 frames/s
+    against 9.8 at 4 in bfloat16, 8.3 against 4.2 in float32; ``benchmarks/bench_transfer.py
+    --parts fps``).  Four on a GPU, which needs the parallel work.
+    """
+    return 1 if torch.device(device).type == "cpu" else 4

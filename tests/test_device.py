@@ -131,3 +131,25 @@ def test_precision_name_is_the_inverse_of_autocast_dtype():
 
     for name in ("fp32", "bf16", "fp16"):
         assert precision_name(autocast_dtype(CUDA, name)) == name
+
+
+def test_embedding_batch_size_is_one_frame_on_a_cpu_and_the_result_does_not_depend_on_it():
+    """One frame per forward pass on a CPU (faster there: bench_transfer's fps part), four
+    on a GPU; the embeddings are those of any other batch size."""
+    import numpy as np
+
+    from simwidgets.device import embedding_batch_size
+    from simwidgets.models import load_model
+    from simwidgets.transfer.cache import EmbeddingCache
+    from simwidgets.video import load_sample
+
+    assert embedding_batch_size(torch.device("cpu")) == 1
+    assert embedding_batch_size(torch.device("cuda")) == embedding_batch_size(torch.device("mps")) == 4
+    frames = np.ascontiguousarray(load_sample("dog-agility").frames[:3, :160, :224])
+    model = load_model("default")
+    one = model.embed(frames, device="cpu", precision="fp32")
+    three = model.embed(frames, device="cpu", precision="fp32", batch_size=3)
+    assert torch.allclose(one, three, atol=1e-5)
+    assert EmbeddingCache(model, frames, device="cpu").batch_size == 1
+    with pytest.raises(BadInputError, match="batch_size"):
+        model.embed(frames, device="cpu", batch_size=0)

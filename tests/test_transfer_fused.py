@@ -206,29 +206,54 @@ def test_engine_with_fused_vote_matches_the_torch_engine(bear, monkeypatch):
         assert (got.masks != want.masks).mean() < 2e-4
 
 
-# --------------------------------------------------------------------------- rows (window match)
-@needs_numba
-@pytest.mark.parametrize("n, masked", [(3072, 0.4), (1200, 0.0), (50, 0.9)])
-def test_topk_rows_matches_torch_topk_with_masked_scores(n, masked):
-    """Top-k of each row, as torch.topk gives it, also where many scores are -inf (the
-    window match masks the keys outside a query's window) and for row lengths that are
-    not a multiple of the selection's groups."""
-    gen = torch.Generator().manual_seed(n)
-    scores = torch.randn(3, 40, n, generator=gen)
-    scores[torch.rand(scores.shape, generator=gen) < masked] = float("-inf")
-    scores[..., :20] = torch.randn(3, 40, 20, generator=gen)  # at least k finite per row
-    values, index = fused.topk_rows(scores, 20)
-    ref_v, ref_i = torch.topk(scores, 20, dim=-1)
-    assert values.shape == (3, 40, 20) and torch.equal(values, ref_v)
-    assert torch.equal(torch.gather(scores, -1, index), values)
+# --------------------------------------------------------------------------- window match
+def _field(dim, h, w, seed):
+    gen = torch.Generator().manual_seed(seed)
+    return torch.nn.functional.normalize(torch.randn(dim, h, w, generator=gen), dim=0)
 
 
 @needs_numba
-def test_local_match_with_the_fused_selection_matches_the_plain_one(bear_embedding):
-    """knn.local_topk with select=fused.topk_rows: the same values and window positions as
-    with torch.topk, on real embeddings (two quarter frames of bear)."""
+@pytest.mark.parametrize("h, w, window, n_ctx, tile, k", [
+    (11, 19, 2, 1, 4, 7),    # frame not a multiple of the tile
+    (13, 9, 3, 3, 8, 20),    # window wider than the frame's half
+    (20, 21, 6, 2, 8, 20),   # the engine's stride-8 case
+    (7, 6, 0, 2, 4, 5),      # one cell per context frame: fewer than k, the rest -inf
+])
+def test_fused_window_match_equals_the_dense_window_match(h, w, window, n_ctx, tile, k):
+    """window_topk gives the window match of the plain dense computation (every context
+    cell scored, the window as a distance mask): the same values, the same cells wherever
+    the values are not (near-)tied, and -inf beyond the cells a window holds."""
+    from simwidgets.transfer import fused_window
+
+    query = _field(8, h, w, seed=5)
+    context = [_field(8, h, w, seed=6 + i) for i in range(n_ctx)]
+    values, position = fused_window.window_topk(query, context, window, k, tile)
+    want_values, want_index = knn.local_topk_reference(query, context, window, k)
+    assert values.shape == want_values.shape == (h * w, k) and position.dtype == torch.int16
+    finite = torch.isfinite(want_values)
+    assert torch.equal(torch.isfinite(values), finite)
+    assert torch.allclose(values[finite], want_values[finite], atol=1e-5, rtol=0)
+    assert (values.diff(1)[finite[:, 1:]] <= 0).all()  # descending
+    index = knn.window_cells(position, h, w, window, tile)
+    # an entry whose value is clear of both neighbours' (no near-tie to reorder)
+    padded = torch.cat([torch.full((h * w, 1), 9.0), want_values, torch.full((h * w, 1), -9.0)], 1)
+    padded = torch.nan_to_num(padded, neginf=-9.0)
+    gaps = padded[:, :-1] - padded[:, 1:]
+    lonely = (gaps[:, :-1] > 1e-5) & (gaps[:, 1:] > 1e-5) & finite
+    assert lonely.float().mean() > 0.1
+    assert torch.equal(index[lonely], want_index[lonely])
+
+
+@needs_numba
+def test_fused_window_match_equals_the_tiled_torch_match_on_real_embeddings(bear_embedding):
+    """On real embeddings (two quarter frames of bear, the shipped model): the same values
+    and window positions as knn.local_topk, the engine's plain path, for the windows of
+    stride 4, stride 8 and a small one."""
+    from simwidgets.transfer import fused_window
+
     frames = bear_embedding.contiguous()
     for window in (12, 6, 3):
-        plain = knn.local_topk(frames[1], [frames[0]], window, 20)
-        fast = knn.local_topk(frames[1], [frames[0]], window, 20, select=fused.topk_rows)
-        assert torch.allclose(plain[0], fast[0]) and (plain[1] == fast[1]).float().mean() > 0.999
+        plain = knn.local_topk(frames[1], [frames[0], frames[1]], window, 20)
+        fast = fused_window.window_topk(frames[1], [frames[0], frames[1]], window, 20, knn.TILE)
+        assert fast[1].dtype == plain[1].dtype
+        assert torch.allclose(plain[0], fast[0], atol=1e-5) and (plain[1] == fast[1]).float().mean() > 0.999

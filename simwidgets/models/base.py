@@ -26,7 +26,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..device import autocast_dtype, pick_device
+from ..device import autocast_dtype, embedding_batch_size, pick_device
+from .. import checks
 from ..checks import video_frames
 from ..errors import BadInputError
 
@@ -130,7 +131,7 @@ class EmbeddingModel(nn.Module):
         self,
         frames,
         device: str | torch.device | None = None,
-        batch_size: int = 4,
+        batch_size: int | None = None,
         progress: bool = False,
         precision: str | None = None,
     ) -> torch.Tensor:
@@ -142,6 +143,8 @@ class EmbeddingModel(nn.Module):
         ``precision`` (see :func:`simwidgets.device.autocast_dtype`; automatic when None):
         the network runs in float16 on CUDA and bfloat16 on CPUs with hardware support,
         unless the model opts out (:attr:`reduced_precision`) or ``"fp32"`` is asked.
+        ``batch_size`` frames go through the network at once (None:
+        :func:`simwidgets.device.embedding_batch_size`, one on a CPU).
         """
         single = getattr(frames, "ndim", None) == 3
         if single:
@@ -149,6 +152,7 @@ class EmbeddingModel(nn.Module):
         frames = video_frames(frames)
         shape = tuple(frames.shape)
         device = pick_device(device)
+        batch_size = embedding_batch_size(device) if batch_size is None else checks.positive_int(batch_size, "batch_size")
         dtype = autocast_dtype(device, precision)  # checks the name even where it is not used
         dtype = dtype if self.reduced_precision else None
         was_training = self.training

@@ -11,7 +11,7 @@ import numpy as np
 import torch
 
 from .. import checks
-from ..device import pick_device
+from ..device import embedding_batch_size, pick_device
 from ..errors import BadInputError
 from ..models import EmbeddingModel
 
@@ -26,17 +26,19 @@ class EmbeddingCache:
     model : the :class:`~simwidgets.models.EmbeddingModel` that embeds the frames
     frames : uint8 ``(T, H, W, 3)`` array-like (LazyFrames works) or a list of frames
     device : compute device (automatic when None); the store lives there on CUDA, else on CPU
-    batch_size : frames embedded per call of the model
+    batch_size : frames embedded per call of the model (None:
+        :func:`~simwidgets.device.embedding_batch_size`, one on a CPU)
 
     ``n_computed`` counts frames actually embedded by the model, so reuse can be checked.
     """
 
-    def __init__(self, model: EmbeddingModel, frames, device=None, batch_size: int = 4, dtype=torch.float16):
+    def __init__(self, model: EmbeddingModel, frames, device=None, batch_size: int | None = None, dtype=torch.float16):
         frames = checks.video_frames(frames)
         self.model = model
         self.frames = frames
         self.device = pick_device(device)
-        self.batch_size = checks.positive_int(batch_size, "batch_size")
+        self.batch_size = (embedding_batch_size(self.device) if batch_size is None
+                           else checks.positive_int(batch_size, "batch_size"))
         self.n_frames, self.height, self.width = tuple(frames.shape[:3])
         self.grid = model.grid_size(self.height, self.width)
         self.storage_device = self.device if self.device.type == "cuda" else torch.device("cpu")

@@ -39,7 +39,7 @@ try:  # numba is an optional accelerator
 except Exception:  # pragma: no cover - exercised only where numba is missing
     numba = None
 
-__all__ = ["available", "topk_dot", "topk_rows", "merge_topk_dot", "prepare_keys", "QUERY_BLOCK", "REF_BLOCK", "GROUP"]
+__all__ = ["available", "topk_dot", "merge_topk_dot", "prepare_keys", "QUERY_BLOCK", "REF_BLOCK", "GROUP"]
 
 #: queries whose scores are computed together (each key load serves them all)
 QUERY_BLOCK = 4
@@ -251,22 +251,6 @@ if numba is not None:
                             kth = vr[k - 1]
 
     @njit(cache=True, parallel=True, boundscheck=False)
-    def _rows_kernel(scores, k, out_v, out_i):
-        """Top-``k`` of every row of ``scores`` ``(R, N)`` (rows copied into a padded buffer)."""
-        n_rows, n = scores.shape
-        np_ = max(1, -(-n // (GROUP * 32))) * GROUP * 32
-        for task in prange((n_rows + TASK - 1) // TASK):
-            row = np.empty(np_, np.float32)
-            gm = np.empty(np_ // GROUP, np.float32)
-            hits = np.empty(np_ // GROUP, np.int64)
-            cv = np.empty(np_ + 32, np.float32)
-            ci = np.empty(np_, np.int64)
-            for r in range(task * TASK, min(n_rows, (task + 1) * TASK)):
-                for j in range(n):
-                    row[j] = scores[r, j]
-                _select(row, n, k, gm, hits, cv, ci, out_v[r], out_i[r])
-
-    @njit(cache=True, parallel=True, boundscheck=False)
     def _merge_kernel(kept_v, kept_i, new_v, new_i, out_v, out_i):
         """Merge two descending lists per row (kept first among equal values)."""
         n_q, k = out_v.shape
@@ -332,24 +316,6 @@ def topk_dot(queries, keys, k: int, *, prepared=None):
     if is_torch:
         return torch.from_numpy(values), torch.from_numpy(index)
     return values, index
-
-
-def topk_rows(scores: torch.Tensor, k: int):
-    """``torch.topk(scores, k, dim=-1)`` (descending values and their column indices, ties
-    by the lower index) for a float32 CPU tensor of scores, by the selection of
-    :func:`topk_dot` instead of a sort: the window match of the transfer scores each query
-    against a few thousand context cells, and ``torch.topk`` spent 3 ns on each score.
-    Scores must not be NaN (``-inf`` is fine).  Without numba this is ``torch.topk``."""
-    k = min(int(k), scores.shape[-1])
-    if not available() or scores.device.type != "cpu":
-        return torch.topk(scores, k, dim=-1)
-    flat = np.ascontiguousarray(scores.detach().reshape(-1, scores.shape[-1]).numpy(), dtype=np.float32)
-    values = np.empty((flat.shape[0], k), np.float32)
-    index = np.empty((flat.shape[0], k), np.int64)
-    if flat.shape[0] and k > 0:
-        _rows_kernel(flat, k, values, index)
-    shape = tuple(scores.shape[:-1]) + (k,)
-    return torch.from_numpy(values).reshape(shape), torch.from_numpy(index).reshape(shape)
 
 
 def merge_topk_dot(queries, new_keys, new_rows, values, index, k: int):

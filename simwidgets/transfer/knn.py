@@ -130,8 +130,7 @@ def merge_topk_reference(queries, new_keys, new_rows, values, index, k: int):
 
 
 # --------------------------------------------------------------------------- local
-def local_topk(query, context, window: int, k: int, tile: int = TILE, chunk_bytes: int = LOCAL_CHUNK_BYTES,
-               select=None):
+def local_topk(query, context, window: int, k: int, tile: int = TILE, chunk_bytes: int = LOCAL_CHUNK_BYTES):
     """Top-``k`` context cells inside the square window of radius ``window`` of each cell.
 
     ``query`` ``(D, h, w)``; ``context`` a list of ``(D, h, w)`` embeddings of the context
@@ -144,8 +143,8 @@ def local_topk(query, context, window: int, k: int, tile: int = TILE, chunk_byte
     ``window`` on every side.  Cells outside a query's own window get ``-inf`` from an
     additive mask; cells outside the frame get ``-inf`` through an extra channel (``1`` in
     the queries, ``0`` or ``-inf`` in the keys), so no boolean mask of the score size is
-    ever built.  ``select(scores, k)`` replaces ``torch.topk`` over the last dimension when
-    given (the engine passes :func:`~.fused.topk_rows`).
+    ever built.  On a CPU with numba the engine runs :func:`~.fused_window.window_topk`
+    instead, which gives the same candidates from one fused kernel.
     """
     dim, h, w = query.shape
     n_ctx = len(context)
@@ -190,10 +189,7 @@ def local_topk(query, context, window: int, k: int, tile: int = TILE, chunk_byte
             block = windows[ty0:ty1, tx0:tx1].reshape(stop - start, n_keys, channels)
             scores = torch.bmm(queries[start:stop], block.transpose(1, 2))
             scores += bias
-            if select is None:
-                torch.topk(scores, k, dim=-1, out=(values[start:stop], index[start:stop]))
-            else:
-                values[start:stop], index[start:stop] = select(scores, k)
+            torch.topk(scores, k, dim=-1, out=(values[start:stop], index[start:stop]))
     position = index.to(torch.int16 if n_keys <= 2**15 else torch.int32)
 
     def untile(x):
