@@ -138,8 +138,10 @@ class _SameConv2d(nn.Conv2d):
         super().__init__(cin, cout, kernel_size, stride=stride, padding=0, groups=groups, bias=bias)
 
     def forward(self, x):
-        h, w = x.shape[-2:]
         k, s = self.kernel_size[0], self.stride[0]
+        if s == 1 and k % 2 == 1:  # "SAME" at stride 1 is symmetric: the convolution pads (no copy)
+            return F.conv2d(x, self.weight, self.bias, 1, k // 2, self.dilation, self.groups)
+        h, w = x.shape[-2:]
         pad_h = max((math.ceil(h / s) - 1) * s + k - h, 0)
         pad_w = max((math.ceil(w / s) - 1) * s + k - w, 0)
         if pad_h or pad_w:
@@ -153,6 +155,9 @@ def _bn(channels: int) -> nn.BatchNorm2d:
 
 class _MBConv(nn.Module):
     """EfficientNet mobile inverted bottleneck (no squeeze-excite in the Lite variant)."""
+
+    #: each batch norm takes its convolution's output directly (for inference folding)
+    conv_bn_pairs = (("_expand_conv", "_bn0"), ("_depthwise_conv", "_bn1"), ("_project_conv", "_bn2"))
 
     def __init__(self, cin: int, cout: int, kernel: int, stride: int, expand: int):
         super().__init__()
@@ -197,6 +202,7 @@ class EfficientNetLite0(nn.Module):
     """
 
     channels = {2: 16, 4: 24, 8: 40, 16: 112, 32: 320}
+    conv_bn_pairs = (("_conv_stem", "_bn0"),)
 
     def __init__(self, max_stride: int = 16):
         super().__init__()

@@ -30,6 +30,7 @@ from ..device import autocast_dtype, embedding_batch_size, pick_device
 from .. import checks
 from ..checks import video_frames
 from ..errors import BadInputError
+from .inference import inference_network
 
 __all__ = ["EmbeddingModel", "register_arch", "build_model", "available_archs", "is_registered", "coordinate_channels"]
 
@@ -163,6 +164,7 @@ class EmbeddingModel(nn.Module):
         multiple = math.lcm(self.pad_multiple, self.stride)
         pad_h = (-height) % multiple
         pad_w = (-width) % multiple
+        network = inference_network(self)  # batch norms folded, where the model allows it
         out = torch.empty((n, self.dim, h, w), dtype=torch.float32, device=device)
         batches = range(0, n, batch_size)
         if progress:
@@ -177,7 +179,7 @@ class EmbeddingModel(nn.Module):
             if pad_h or pad_w:
                 x = F.pad(x, (0, pad_w, 0, pad_h), mode="replicate")
             with torch.autocast(device_type=device.type, dtype=dtype or torch.float32, enabled=dtype is not None):
-                emb = self(x)
+                emb = network(x)
             if emb.shape[-2] < h or emb.shape[-1] < w:
                 raise RuntimeError(
                     f"{type(self).__name__} produced a {tuple(emb.shape[-2:])} grid; expected at least {(h, w)}"

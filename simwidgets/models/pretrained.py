@@ -57,6 +57,8 @@ class _BackboneEmbedding(EmbeddingModel):
 
     backbone_name = ""
     pad_multiple = 16
+    #: embed through a copy with the batch norms folded into the convolutions (:mod:`.inference`)
+    fold_for_inference = True
 
     def __init__(
         self,
