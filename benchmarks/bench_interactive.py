@@ -11,6 +11,13 @@ was **trained on** and those it was **not** (read from the checkpoint's own trai
 record, so the split cannot be misreported).  The protocol times every prediction, so the
 figures depend on the machine and on its load: the load average before and after each
 model's run is recorded beside them.
+
+A model path with ``{fold}`` in it scores the 28 sequences as the k-fold scheme does
+(``bench_kfold.py``): each fold's held-out sequences with that fold's model, the demos
+(in no fold) with ``--demo-model``, so every sequence is unseen by the model that scores it:
+
+    .venv/bin/python benchmarks/bench_interactive.py --models "runs/kfold/fold{fold}-frozen-s8.pt" \
+        --no-time-limit --out benchmarks/results/interactive_kfold.json
 """
 from __future__ import annotations
 
@@ -27,6 +34,8 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from simwidgets.models import load_model  # noqa: E402
+from simwidgets.training import kfold_splits  # noqa: E402
+from simwidgets.video import list_sequences  # noqa: E402
 from simwidgets.transfer import TransferConfig  # noqa: E402
 from simwidgets.evaluation.interactive import evaluate_interactive  # noqa: E402
 
@@ -107,6 +116,24 @@ def loop_figures(rows: dict) -> dict:
     }
 
 
+def fold_groups(args, pattern: str, sequences: list[str] | None) -> list[tuple[str, list[str]]]:
+    """``(model, sequences)`` for a model name with ``{fold}`` in it: each fold's held-out
+    sequences with that fold's model (``kfold_splits(names, --k, --fold-seed)``, the
+    scheme of ``bench_kfold.py``), and the sequences in no fold (the demos) with
+    ``--demo-model``.  A model trained on a sequence it is given is refused."""
+    names = list_sequences(args.davis_root)
+    wanted = set(sequences or names)
+    splits = kfold_splits(names, args.k, args.fold_seed)
+    in_folds = {n for _, val in splits for n in val}
+    groups = [(pattern.format(fold=i), [n for n in val if n in wanted]) for i, (_, val) in enumerate(splits)]
+    groups.append((args.demo_model, [n for n in names if n in wanted and n not in in_folds]))
+    for model, group in groups:
+        leaked = sorted(set(trained_on(model)) & set(group))
+        if leaked:
+            raise SystemExit(f"{model} was trained on {leaked}: it cannot score them as unseen")
+    return [(m, g) for m, g in groups if g]
+
+
 def run(args) -> dict:
     sequences = args.sequences.split(",") if args.sequences else None
     report = {
@@ -116,7 +143,8 @@ def run(args) -> dict:
         "models": {},
     }
     for model_name in args.models.split(","):
-        seen = trained_on(model_name)
+        groups = fold_groups(args, model_name, sequences) if "{fold}" in model_name else [(model_name, sequences)]
+        seen = sorted({n for m, _ in groups for n in trained_on(m)})
         load_start = os.getloadavg()
         start = time.perf_counter()
 
@@ -129,10 +157,15 @@ def run(args) -> dict:
             print("    corrected frame before -> after: " + "  ".join(
                 f"{c['frame']}: {c['before']:.2f}->{c['after']:.2f}" for c in row.get("corrected", [])), flush=True)
 
-        result = evaluate_interactive(args.davis_root, sequences, model=model_name, interactions=args.interactions,
-                                      progress=progress, max_time=None if args.no_time_limit else "challenge",
-                                      config=transfer_config(args.transfer))
-        rows = result["sequences"]
+        rows, result = {}, None
+        for model, group in groups:
+            result = evaluate_interactive(args.davis_root, group, model=model, interactions=args.interactions,
+                                          progress=progress, max_time=None if args.no_time_limit else "challenge",
+                                          config=transfer_config(args.transfer))
+            rows.update(result["sequences"])
+        if len(groups) > 1:  # several models: davisinteractive's pooled summary is per run, so the mean of sequences
+            result["mean"] = subset_means(rows, list(rows))
+            result["settings"]["models"] = {m: g for m, g in groups}
         held_out = [n for n in rows if n not in seen]
         report["models"][model_name] = {
             "mean": result["mean"],
@@ -217,7 +250,9 @@ def markdown(report: dict) -> str:
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--davis-root", type=Path, default=REPO.parent / "shared" / "data" / "davis2016")
-    parser.add_argument("--models", default="default,baseline", help="comma-separated names or checkpoint paths")
+    parser.add_argument("--models", default="default,baseline",
+                        help="comma-separated names or checkpoint paths; a path with {fold} in it is one model per "
+                             "fold of the k-fold scheme, each scoring the sequences its fold held out")
     parser.add_argument("--sequences", default=None, help="comma-separated (default: every sequence of the root)")
     parser.add_argument("--interactions", type=int, default=8)
     parser.add_argument("--no-time-limit", action="store_true",
@@ -225,6 +260,10 @@ def main(argv=None) -> int:
     parser.add_argument("--transfer", action="append", type=option, default=[], metavar="NAME=VALUE",
                         help="a TransferConfig option for every round, e.g. fuse_corrections=true (repeatable)")
     parser.add_argument("--out", type=Path, default=None, help="JSON to write (default: results/interactive_<root>.json)")
+    parser.add_argument("--k", type=int, default=5, help="folds, for a model with {fold} in its path")
+    parser.add_argument("--fold-seed", type=int, default=0, help="the folds' seed (kfold_splits)")
+    parser.add_argument("--demo-model", default="default",
+                        help="with a {fold} model: the model of the sequences in no fold (the demos)")
     parser.add_argument("--merge", action="store_true",
                         help="keep the other models already in the output file (runs done at different times)")
     args = parser.parse_args(argv)

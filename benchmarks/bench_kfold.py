@@ -2,6 +2,7 @@
 
     .venv/bin/python benchmarks/bench_kfold.py \
         --recipe "frozen-s8=runs/kfold/fold{fold}-frozen-s8.pt" --recipe baseline=baseline \
+        [--recipe "all-refs=runs/kfold/fold{fold}-frozen-s8.pt@max_references=8192"] \
         [--k 5 --seed 0] [--transfer NAME=VALUE ...] [--out results/kfold.json]
 
 Nine validation sequences could not rank models: colour and position separate their objects,
@@ -38,7 +39,7 @@ from simwidgets.models import load_model  # noqa: E402
 from simwidgets.training import kfold_splits  # noqa: E402
 from simwidgets.video import list_sequences, load_davis_sequence  # noqa: E402
 
-from bench_interactive import option  # noqa: E402
+from bench_interactive import option  # noqa: E402  (NAME=VALUE, the value read as JSON)
 from simwidgets.transfer import TransferConfig  # noqa: E402
 from bench_transfer import machine  # noqa: E402
 
@@ -46,10 +47,15 @@ RESULTS = REPO / "benchmarks" / "results"
 KEYS = ("J", "F", "J&F")
 
 
-def recipe(text: str) -> tuple[str, str]:
-    """``LABEL=MODEL`` (or just ``MODEL``, labelled by itself)."""
+def recipe(text: str) -> tuple[str, str, dict]:
+    """``LABEL=MODEL`` (or just ``MODEL``, labelled by itself), optionally followed by
+    ``@NAME=VALUE,NAME=VALUE``: transfer options of this recipe alone, on top of
+    ``--transfer`` (so one run pairs inference options on the same models)."""
+    text, _, extra = text.partition("@")
+    options = dict(option(item) for item in extra.split(",")) if extra.strip() else {}
     label, sep, model = text.partition("=")
-    return (label.strip(), model.strip()) if sep else (text.strip(), text.strip())
+    label, model = (label.strip(), model.strip()) if sep else (text.strip(), text.strip())
+    return label, model, options
 
 
 def mean_std(values) -> tuple[float, float]:
@@ -101,7 +107,9 @@ def markdown(report: dict) -> str:
               "|---" * (7 + report["k"]) + "|"]
     for label in labels:
         s = report["recipes"][label]["summary"]
-        lines.append(f"| {label} | {s['n']} | {s['J']:.3f} | {s['F']:.3f} | {s['J&F']:.3f} | "
+        own = report["recipes"][label].get("options")
+        name = f"{label} ({', '.join(f'{k}={v}' for k, v in own.items())})" if own else label
+        lines.append(f"| {name} | {s['n']} | {s['J']:.3f} | {s['F']:.3f} | {s['J&F']:.3f} | "
                      f"{s['J&F_std_folds']:.3f} | {s['J&F_std_sequences']:.3f} | "
                      + " | ".join("" if f["J&F"] is None else f"{f['J&F']:.3f}" for f in s["folds"]) + " |")
     if len(labels) > 1:
@@ -132,9 +140,10 @@ def markdown(report: dict) -> str:
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--recipe", action="append", type=recipe, default=None, metavar="LABEL=MODEL",
-                        help="a checkpoint path with {fold} in it, or a model name; the first is the reference "
-                             "(default: the baseline alone, which needs no training)")
+    parser.add_argument("--recipe", action="append", type=recipe, default=None, metavar="LABEL=MODEL[@NAME=VALUE,...]",
+                        help="a checkpoint path with {fold} in it, or a model name, optionally with transfer "
+                             "options of its own after @; the first is the reference (default: the baseline "
+                             "alone, which needs no training)")
     parser.add_argument("--davis-root", type=Path, default=REPO.parent / "shared" / "data" / "davis2016")
     parser.add_argument("--k", type=int, default=5)
     parser.add_argument("--seed", type=int, default=0)
@@ -144,7 +153,7 @@ def main(argv=None) -> int:
                              "TransferConfig.for_masks(): top_k 5)")
     parser.add_argument("--out", type=Path, default=RESULTS / "kfold.json")
     args = parser.parse_args(argv)
-    args.recipe = args.recipe or [("baseline", "baseline")]
+    args.recipe = args.recipe or [("baseline", "baseline", {})]
     config = TransferConfig.for_masks(**dict(args.transfer))  # full masks: top_k 5 unless given
     splits = kfold_splits(list_sequences(args.davis_root), args.k, args.seed)
     wanted = range(args.k) if args.folds is None else [int(f) for f in args.folds.split(",")]
@@ -155,10 +164,12 @@ def main(argv=None) -> int:
         report = {"recipes": {}}  # another scheme or other options: start afresh
     report.update(root=args.davis_root.resolve().name, k=args.k, seed=args.seed, folds=[list(s) for s in splits],
                   transfer_options=options, machine=machine(), reference=args.recipe[0][0])
-    for label, model in args.recipe:
-        entry = report["recipes"].setdefault(label, {"model": model, "sequences": {}, "wall_seconds": 0.0})
-        if entry["model"] != model:
-            entry.update(model=model, sequences={}, wall_seconds=0.0)
+    for label, model, own in args.recipe:
+        recipe_config = config.with_options(**own)  # checked: an unknown name says so
+        entry = report["recipes"].setdefault(label, {"model": model, "options": own, "sequences": {},
+                                                     "wall_seconds": 0.0})
+        if entry["model"] != model or entry.get("options", {}) != own:
+            entry.update(model=model, options=own, sequences={}, wall_seconds=0.0)
         start, load = time.perf_counter(), os.getloadavg()
         for fold in wanted:
             train, val = splits[fold]
@@ -178,7 +189,7 @@ def main(argv=None) -> int:
                 args.out.write_text(json.dumps(report, indent=1))
 
             videos = (load_davis_sequence(args.davis_root, n, lazy=True) for n in todo)
-            evaluate_semi_supervised(videos, net, config=config, progress=progress)
+            evaluate_semi_supervised(videos, net, config=recipe_config, progress=progress)
         entry["wall_seconds"] += time.perf_counter() - start
         entry["load_average_before"] = [round(x, 2) for x in load]
         entry["load_average_after"] = [round(x, 2) for x in os.getloadavg()]
