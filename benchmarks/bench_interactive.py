@@ -120,17 +120,13 @@ def fold_groups(args, pattern: str, sequences: list[str] | None) -> list[tuple[s
     """``(model, sequences)`` for a model name with ``{fold}`` in it: each fold's held-out
     sequences with that fold's model (``kfold_splits(names, --k, --fold-seed)``, the
     scheme of ``bench_kfold.py``), and the sequences in no fold (the demos) with
-    ``--demo-model``.  A model trained on a sequence it is given is refused."""
+    ``--demo-model``."""
     names = list_sequences(args.davis_root)
     wanted = set(sequences or names)
     splits = kfold_splits(names, args.k, args.fold_seed)
     in_folds = {n for _, val in splits for n in val}
     groups = [(pattern.format(fold=i), [n for n in val if n in wanted]) for i, (_, val) in enumerate(splits)]
     groups.append((args.demo_model, [n for n in names if n in wanted and n not in in_folds]))
-    for model, group in groups:
-        leaked = sorted(set(trained_on(model)) & set(group))
-        if leaked:
-            raise SystemExit(f"{model} was trained on {leaked}: it cannot score them as unseen")
     return [(m, g) for m, g in groups if g]
 
 
@@ -143,8 +139,14 @@ def run(args) -> dict:
         "models": {},
     }
     for model_name in args.models.split(","):
-        groups = fold_groups(args, model_name, sequences) if "{fold}" in model_name else [(model_name, sequences)]
-        seen = sorted({n for m, _ in groups for n in trained_on(m)})
+        per_fold = "{fold}" in model_name
+        groups = fold_groups(args, model_name, sequences) if per_fold else [(model_name, sequences)]
+        seen_by = {model: trained_on(model) for model, _ in groups}  # each checkpoint read once
+        for model, group in groups if per_fold else []:  # a fold's model must not have seen its sequences
+            leaked = sorted(set(seen_by[model]) & set(group))
+            if leaked:
+                raise SystemExit(f"{model} was trained on {leaked}: it cannot score them as unseen")
+        seen = sorted({n for names in seen_by.values() for n in names})
         load_start = os.getloadavg()
         start = time.perf_counter()
 

@@ -109,7 +109,7 @@ def embedding_batch_size(device: torch.device) -> int:
     """Frames per forward pass when embedding a video on ``device``.
 
     One on a CPU: there a batch of 480p frames outgrows the caches, and one frame at a
-    time is faster (effnet-lite0 at stride 8 on this project's 2-core Xeon: 12.5 frames/s
+    time is faster (effnet-lite0 at stride 8 on a 2-core AMD EPYC with AVX512-BF16: 12.5 frames/s
     against 9.8 at 4 in bfloat16, 8.3 against 4.2 in float32; ``benchmarks/bench_transfer.py
     --parts fps``).  Four on a GPU, which needs the parallel work.
     """

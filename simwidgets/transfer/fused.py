@@ -68,9 +68,10 @@ def available() -> bool:
 if numba is not None:
 
     @njit(cache=True, boundscheck=False)
-    def _insert_sorted(values, index, value, row):
+    def insert_sorted(values, index, value, row):
         """Insert ``value`` (> ``values[-1]``) into the descending ``values`` (and its
-        ``row`` into ``index``), dropping the last; after any equal values already there."""
+        ``row`` into ``index``), dropping the last; after any equal values already there.
+        (The running top-``k`` of every fused kernel, :mod:`.fused_window`'s too.)"""
         p = len(values) - 1
         while p > 0 and value > values[p - 1]:
             values[p] = values[p - 1]
@@ -196,7 +197,7 @@ if numba is not None:
             for a in range(m):
                 va, ia = cv[a], ci[a]
                 if va > out_v[k - 1]:  # candidates come in index order: equal ones stay behind
-                    _insert_sorted(out_v, out_i, va, ia)
+                    insert_sorted(out_v, out_i, va, ia)
 
     @njit(cache=True, boundscheck=False)
     def _block_scores(q, q0, kT, qb, buf):
@@ -247,7 +248,7 @@ if numba is not None:
                     for j in range(n_new):
                         x = buf[r, j]
                         if x > kth:
-                            _insert_sorted(vr, ir, x, new_rows[j])
+                            insert_sorted(vr, ir, x, new_rows[j])
                             kth = vr[k - 1]
 
     @njit(cache=True, parallel=True, boundscheck=False)

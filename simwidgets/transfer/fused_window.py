@@ -28,7 +28,7 @@ import torch
 
 from . import fused
 
-__all__ = ["available", "window_topk"]
+__all__ = ["window_topk"]
 
 if fused.available():
     from numba import njit, prange
@@ -61,19 +61,8 @@ if fused.available():
                             for d in range(dim):
                                 s += q[y, x, d] * keys[c, r, cc, d]
                             if s > kth:  # keys come in position order: an equal one stays behind
-                                j = k - 1
-                                while j > 0 and vals[j - 1] < s:
-                                    vals[j] = vals[j - 1]
-                                    pos[j] = pos[j - 1]
-                                    j -= 1
-                                vals[j] = s
-                                pos[j] = base + cc
+                                fused.insert_sorted(vals, pos, s, base + cc)
                                 kth = vals[k - 1]
-
-
-def available() -> bool:
-    """Whether the fused window kernel runs (numba imported)."""
-    return fused.available()
 
 
 def window_topk(query: torch.Tensor, context, window: int, k: int, tile: int):
@@ -81,7 +70,7 @@ def window_topk(query: torch.Tensor, context, window: int, k: int, tile: int):
     w)``, ``context`` a list of ``(D, h, w)`` embeddings, on the CPU.  Returns ``values``
     ``(h*w, k')`` float32 and window positions ``(h*w, k')`` (int16 when they fit, as
     there), ``k' = min(k, n_ctx * (tile + 2 * window)^2)``."""
-    if not available():
+    if not fused.available():
         raise RuntimeError("the fused window kernel needs numba; use knn.local_topk")
     dim, h, w = query.shape
     n_ctx = len(context)
