@@ -8,10 +8,15 @@ keys per context frame where a query needs 169, the mask and the score tensor go
 memory twice, and the selection scans every score.  That was 1.9 s of a 4 s first round on
 80 frames of bear (``benchmarks/bench_transfer.py --profile``).
 
-Here each query walks its own window only: the dot product of each key inside it (the
-exact ``(2r + 1)^2`` keys per context frame), then one comparison with the running
-``k``-th best, and an insertion into the sorted top-``k`` in the rare case it wins.
-Nothing the size of the scores is ever written.
+Here each query walks its own window only: the dot products of the exact ``(2r + 1)^2``
+keys per context frame, four keys at a time, into a row of scores that stays in cache, then
+the top-``k`` of that row by :mod:`.fused`'s selection (a threshold from strided group
+maxima, then ranking the few candidates above it), as the global match selects; a window
+of at most :data:`SMALL_WINDOW` cells selects by insertion instead.  Nothing the size of
+the tile's scores is ever written.  (A running top-``k`` with one comparison per key, the
+first version, spent much of its time inserting: 19.5 against 11.8 ms per frame of bear
+at stride 8 on 2 threads, 34 against 26 ms on one, idle AMD EPYC, the frame of
+``benchmarks/bench_transfer.py``'s kernel part.)
 
 The results are those of :func:`~simwidgets.transfer.knn.local_topk` (the tests compare
 them): the same descending values up to fp32 rounding (the dot products are summed in
@@ -30,39 +35,92 @@ from . import fused
 
 __all__ = ["window_topk"]
 
+#: a query whose window holds at most this many cells selects by insertion (the
+#: threshold search of :func:`fused._select` pays off only on longer score rows)
+SMALL_WINDOW = 64
+
 if fused.available():
     from numba import njit, prange
 
-    @njit(cache=True, parallel=True, boundscheck=False, fastmath={"contract", "reassoc", "nsz"})
+    @njit(cache=True, boundscheck=False, fastmath={"contract", "reassoc", "nsz"})
+    def _window_scores(qrow, keys, r0, r1, c0, c1, codes0, size, scores, codes):
+        """The scores of one query against every key of its window, in position order, into
+        ``scores``, with their window positions into ``codes``; returns how many.  Four
+        keys at a time, so that each query element is loaded once for four products."""
+        dim = qrow.shape[0]
+        n = c1 - c0
+        m = 0
+        for c in range(keys.shape[0]):
+            for r in range(r0, r1):
+                kr = keys[c, r]
+                base = codes0 + c * size * size + r * size
+                j = 0
+                while j + 4 <= n:
+                    k0, k1, k2, k3 = kr[c0 + j], kr[c0 + j + 1], kr[c0 + j + 2], kr[c0 + j + 3]
+                    s0 = np.float32(0.0)
+                    s1 = np.float32(0.0)
+                    s2 = np.float32(0.0)
+                    s3 = np.float32(0.0)
+                    for d in range(dim):
+                        qd = qrow[d]
+                        s0 += qd * k0[d]
+                        s1 += qd * k1[d]
+                        s2 += qd * k2[d]
+                        s3 += qd * k3[d]
+                    scores[m], scores[m + 1], scores[m + 2], scores[m + 3] = s0, s1, s2, s3
+                    j += 4
+                    m += 4
+                while j < n:
+                    kj = kr[c0 + j]
+                    s = np.float32(0.0)
+                    for d in range(dim):
+                        s += qrow[d] * kj[d]
+                    scores[m] = s
+                    j += 1
+                    m += 1
+                for j in range(n):
+                    codes[m - n + j] = base + c0 + j
+        return m
+
+    @njit(cache=True, parallel=True, boundscheck=False)
     def _window_kernel(q, keys, radius, tile, out_v, out_p):
         """``q`` ``(h, w, D)``, ``keys`` ``(C, h, w, D)``; top-``k`` of each query's window
-        into ``out_v`` / ``out_p`` ``(h*w, k)``, descending."""
+        into ``out_v`` / ``out_p`` ``(h*w, k)``, descending, ties to the lower position."""
         h, w, dim = q.shape
-        n_ctx = keys.shape[0]
         k = out_v.shape[1]
         size = tile + 2 * radius
+        most = keys.shape[0] * (2 * radius + 1) ** 2
+        padded = -(-most // (fused.GROUP * 32)) * fused.GROUP * 32  # what _select reads
         for y in prange(h):
+            scores = np.empty(padded, np.float32)
+            codes = np.empty(padded, np.int64)
+            group_max = np.empty(padded // fused.GROUP, np.float32)
+            hits = np.empty(padded // fused.GROUP, np.int64)
+            cand_v = np.empty(padded + 32, np.float32)
+            cand_i = np.empty(padded, np.int64)
+            top_v = np.empty(k, np.float32)
+            top_i = np.empty(k, np.int64)
             r0, r1 = max(0, y - radius), min(h, y + radius + 1)
             row0 = (y // tile) * tile - radius  # the tile's window origin, as local_topk counts
             for x in range(w):
                 c0, c1 = max(0, x - radius), min(w, x + radius + 1)
                 col0 = (x // tile) * tile - radius
+                m = _window_scores(q[y, x], keys, r0, r1, c0, c1, -row0 * size - col0, size, scores, codes)
+                for j in range(k):
+                    top_v[j] = -np.inf
+                    top_i[j] = 0
+                kk = min(k, m)
+                if m <= SMALL_WINDOW:
+                    for j in range(m):  # in position order: an equal one stays behind
+                        if scores[j] > top_v[kk - 1]:
+                            fused.insert_sorted(top_v[:kk], top_i[:kk], scores[j], j)
+                else:
+                    fused._select(scores, m, kk, group_max, hits, cand_v, cand_i, top_v[:kk], top_i[:kk])
                 vals = out_v[y * w + x]
                 pos = out_p[y * w + x]
                 for j in range(k):
-                    vals[j] = -np.inf
-                    pos[j] = 0
-                kth = -np.inf
-                for c in range(n_ctx):
-                    for r in range(r0, r1):
-                        base = c * size * size + (r - row0) * size - col0
-                        for cc in range(c0, c1):
-                            s = np.float32(0.0)
-                            for d in range(dim):
-                                s += q[y, x, d] * keys[c, r, cc, d]
-                            if s > kth:  # keys come in position order: an equal one stays behind
-                                fused.insert_sorted(vals, pos, s, base + cc)
-                                kth = vals[k - 1]
+                    vals[j] = top_v[j]
+                    pos[j] = codes[top_i[j]] if j < kk else 0
 
 
 def window_topk(query: torch.Tensor, context, window: int, k: int, tile: int):
