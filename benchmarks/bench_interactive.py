@@ -17,7 +17,10 @@ A model path with ``{fold}`` in it scores the 28 sequences as the k-fold scheme 
 (in no fold) with ``--demo-model``, so every sequence is unseen by the model that scores it:
 
     .venv/bin/python benchmarks/bench_interactive.py --models "runs/kfold/fold{fold}-frozen-s8.pt" \
-        --no-time-limit --out benchmarks/results/interactive_kfold.json
+        --no-time-limit --resume --out benchmarks/results/interactive_kfold.json
+
+With ``--resume`` every finished sequence is saved beside ``--out`` (``.partial.json``) and a
+rerun of the same command skips them: such a run takes most of an hour on a 2-core CPU.
 """
 from __future__ import annotations
 
@@ -130,7 +133,39 @@ def fold_groups(args, pattern: str, sequences: list[str] | None) -> list[tuple[s
     return [(m, g) for m, g in groups if g]
 
 
-def run(args) -> dict:
+def _plain(value):
+    """JSON for numpy scalars and arrays inside a row."""
+    return value.tolist() if hasattr(value, "tolist") else str(value)
+
+
+class Partial:
+    """Rows of finished sequences, saved after each one, so that an interrupted run
+    resumes (``--resume``) where it stopped instead of starting over: a 28-sequence run
+    takes most of an hour on a 2-core CPU.  Rows are kept per model and only reused
+    under the same settings (interactions, time limit, transfer options, folds)."""
+
+    def __init__(self, path: Path | None, settings: dict):
+        self.path, self.settings = path, settings
+        self.data = {}
+        if path is not None and path.exists():
+            saved = json.loads(path.read_text())
+            if saved.get("settings") == settings:
+                self.data = saved.get("models", {})
+
+    def done(self, model_name: str) -> dict:
+        return dict(self.data.get(model_name, {}))
+
+    def add(self, model_name: str, sequence: str, row: dict) -> None:
+        if self.path is None:
+            return
+        self.data.setdefault(model_name, {})[sequence] = row
+        tmp = self.path.with_suffix(".tmp")
+        tmp.write_text(json.dumps({"settings": self.settings, "models": self.data}, default=_plain))
+        tmp.replace(self.path)
+
+
+def run(args, partial: Partial | None = None) -> dict:
+    partial = partial or Partial(None, {})
     sequences = args.sequences.split(",") if args.sequences else None
     report = {
         "machine": machine(),
@@ -150,7 +185,8 @@ def run(args) -> dict:
         load_start = os.getloadavg()
         start = time.perf_counter()
 
-        def progress(name, row, seen=seen):
+        def progress(name, row, seen=seen, model_name=model_name):
+            partial.add(model_name, name, row)
             tag = "trained on" if name in seen else "held out"
             print(f"  {model_name:10s} {name:18s} AUC {row['AUC']:.3f}  J&F@60s {row['J&F@60s']:.3f}  "
                   f"final J&F {row['J&F']:.3f}  {row['n_interactions']} interactions  "
@@ -159,18 +195,32 @@ def run(args) -> dict:
             print("    corrected frame before -> after: " + "  ".join(
                 f"{c['frame']}: {c['before']:.2f}->{c['after']:.2f}" for c in row.get("corrected", [])), flush=True)
 
-        rows, result = {}, None
+        rows, result = partial.done(model_name), None
+        resumed = list(rows)
+        if rows:
+            print(f"  {model_name}: resuming, {len(rows)} sequences already done ({', '.join(rows)})", flush=True)
+        ran = 0
         for model, group in groups:
-            result = evaluate_interactive(args.davis_root, group, model=model, interactions=args.interactions,
+            todo = [n for n in group if n not in rows]
+            if not todo:
+                continue
+            result = evaluate_interactive(args.davis_root, todo, model=model, interactions=args.interactions,
                                           progress=progress, max_time=None if args.no_time_limit else "challenge",
                                           config=transfer_config(args.transfer))
             rows.update(result["sequences"])
-        if len(groups) > 1:  # several models: davisinteractive's pooled summary is per run, so the mean of sequences
+            ran += 1
+        if result is None:
+            raise SystemExit(f"{model_name}: every sequence is already in the partial file; nothing to run")
+        pooled = not (len(groups) > 1 or ran < len(groups) or len(rows) > len(result["sequences"]))
+        if not pooled:
+            # several runs (models, or a resumed run): davisinteractive's pooled summary is per run,
+            # so the mean of sequences
             result["mean"] = subset_means(rows, list(rows))
             result["settings"]["models"] = {m: g for m, g in groups}
         held_out = [n for n in rows if n not in seen]
         report["models"][model_name] = {
             "mean": result["mean"],
+            "mean_is_pooled": pooled,  # davisinteractive's pooled summary, else the mean of sequences
             "trained_on": seen,
             "held_out_mean": subset_means(rows, held_out),
             "trained_on_mean": subset_means(rows, seen),
@@ -185,6 +235,7 @@ def run(args) -> dict:
             "transfer_options": dict(args.transfer),
             "commit": _commit(),
             "wall_seconds": time.perf_counter() - start,
+            "resumed_sequences": resumed,  # done by an earlier, interrupted run (not in wall_seconds)
             "load_average_before": [round(x, 2) for x in load_start],
             "load_average_after": [round(x, 2) for x in os.getloadavg()],
         }
@@ -212,7 +263,7 @@ def markdown(report: dict) -> str:
             "",
             "| sequences | n | AUC | J&F@60s | final J&F | s/frame |",
             "|---|---|---|---|---|---|",
-            f"| all (davisinteractive's pooled summary) | {len(r['sequences'])} | {r['mean']['AUC']:.3f} | "
+            f"| all ({'davisinteractive' + chr(39) + 's pooled summary' if r.get('mean_is_pooled', True) else 'mean of sequences'}) | {len(r['sequences'])} | {r['mean']['AUC']:.3f} | "
             f"{r['mean']['J&F@60s']:.3f} | {r['mean']['J&F']:.3f} | {r['mean']['seconds_per_frame']:.2f} |",
         ]
         for label, key in (("held out (not trained on), mean of sequences", "held_out_mean"),
@@ -235,7 +286,7 @@ def markdown(report: dict) -> str:
                 f"{'(' + ', '.join(loop['ends_below_start']) + ')' if loop['ends_below_start'] else ''} | none |",
                 f"| corrected frames whose own J&F fell | {loop['corrected_frames_fell']} of {loop['corrections']}; "
                 f"worst {worst_text} | never |",
-                f"| AUC / J&F@60s (pooled) | {r['mean']['AUC']:.3f} / {r['mean']['J&F@60s']:.3f} | "
+                f"| AUC / J&F@60s ({'pooled' if r.get('mean_is_pooled', True) else 'mean of sequences'}) | {r['mean']['AUC']:.3f} / {r['mean']['J&F@60s']:.3f} | "
                 f">= {TARGETS['AUC']:.2f} / >= {TARGETS['J&F@60s']:.2f} |",
             ]
         lines += ["", "| sequence | trained on | AUC | J&F@60s | final J&F | interactions | s/frame | J&F per interaction |",
@@ -266,11 +317,18 @@ def main(argv=None) -> int:
     parser.add_argument("--fold-seed", type=int, default=0, help="the folds' seed (kfold_splits)")
     parser.add_argument("--demo-model", default="default",
                         help="with a {fold} model: the model of the sequences in no fold (the demos)")
+    parser.add_argument("--resume", action="store_true",
+                        help="save each finished sequence beside --out (.partial.json) and skip those already "
+                             "there from an interrupted run with the same settings")
     parser.add_argument("--merge", action="store_true",
                         help="keep the other models already in the output file (runs done at different times)")
     args = parser.parse_args(argv)
     out = args.out or RESULTS / f"interactive_{args.davis_root.resolve().name}.json"
-    report = run(args)
+    settings = {"interactions": args.interactions, "no_time_limit": args.no_time_limit,
+                "transfer": [list(t) for t in args.transfer], "k": args.k, "fold_seed": args.fold_seed,
+                "demo_model": args.demo_model, "davis_root": str(args.davis_root)}
+    partial = Partial(out.with_suffix(".partial.json") if args.resume else None, settings)
+    report = run(args, partial)
     if args.merge and out.exists():
         earlier = json.loads(out.read_text())
         if earlier.get("interactions") == report["interactions"]:
@@ -281,6 +339,8 @@ def main(argv=None) -> int:
     out.with_suffix(".md").write_text(markdown(report))
     print(markdown(report))
     print(f"wrote {out} and {out.with_suffix('.md')}")
+    if args.resume:
+        out.with_suffix(".partial.json").unlink(missing_ok=True)
     return 0
 
 
