@@ -112,6 +112,9 @@ def loop_figures(rows: dict) -> dict:
         "ends_below_start": below,
         "corrections": len(changes),
         "corrected_frames_fell": sum(1 for c in changes if c[0] < 0),
+        # J and F apart (records from before 2026-12-02 have J&F only)
+        "corrected_frames_J_fell": sum(1 for c in changes if "J_after" in c[2] and c[2]["J_after"] < c[2]["J_before"]),
+        "corrected_frames_F_fell": sum(1 for c in changes if "F_after" in c[2] and c[2]["F_after"] < c[2]["F_before"]),
         "corrected_frame_mean_change": float(np.mean([c[0] for c in changes])) if changes else None,
         "corrected_frame_worst": None if worst is None else {
             "sequence": worst[1], "interaction": worst[2]["interaction"], "frame": worst[2]["frame"],
@@ -193,7 +196,9 @@ def run(args, partial: Partial | None = None) -> dict:
                   f"{row['seconds_per_frame']:.2f} s/frame  ({tag})", flush=True)
             print("    J&F per interaction: " + " ".join(f"{i['J&F']:.3f}" for i in row["interactions"]), flush=True)
             print("    corrected frame before -> after: " + "  ".join(
-                f"{c['frame']}: {c['before']:.2f}->{c['after']:.2f}" for c in row.get("corrected", [])), flush=True)
+                f"{c['frame']}: {c['before']:.3f}->{c['after']:.3f}" + (
+                    f" (J {c['J_before']:.3f}->{c['J_after']:.3f}, F {c['F_before']:.3f}->{c['F_after']:.3f})"
+                    if "J_before" in c else "") for c in row.get("corrected", [])), flush=True)
 
         rows, result = partial.done(model_name), None
         resumed = list(rows)
@@ -286,6 +291,8 @@ def markdown(report: dict) -> str:
                 f"{'(' + ', '.join(loop['ends_below_start']) + ')' if loop['ends_below_start'] else ''} | none |",
                 f"| corrected frames whose own J&F fell | {loop['corrected_frames_fell']} of {loop['corrections']}; "
                 f"worst {worst_text} | never |",
+                f"| ... whose own J fell / whose own F fell | {loop.get('corrected_frames_J_fell', '?')} / "
+                f"{loop.get('corrected_frames_F_fell', '?')} | |",
                 f"| AUC / J&F@60s ({'pooled' if r.get('mean_is_pooled', True) else 'mean of sequences'}) | {r['mean']['AUC']:.3f} / {r['mean']['J&F@60s']:.3f} | "
                 f">= {TARGETS['AUC']:.2f} / >= {TARGETS['J&F@60s']:.2f} |",
             ]

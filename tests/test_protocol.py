@@ -141,7 +141,11 @@ def test_corrected_frames_report_their_own_score_before_and_after(first, root):
         frame = entry["frame"]
         gt = load_davis_sequence(root, name, lazy=True).masks[frame]
         final = read_mask(tmp / "masks" / name / f"{frame:05d}.png")
-        assert evaluate_masks(final[None], gt[None]).jf_mean == pytest.approx(entry["after"], abs=1e-6)
+        scores = evaluate_masks(final[None], gt[None])
+        assert scores.jf_mean == pytest.approx(entry["after"], abs=1e-6)
+        assert scores.j_mean == pytest.approx(entry["J_after"], abs=1e-6)
+        assert scores.f_mean == pytest.approx(entry["F_after"], abs=1e-6)
+        assert entry["before"] == pytest.approx((entry["J_before"] + entry["F_before"]) / 2, abs=1e-6)
 
 
 def test_corrections_come_from_the_robot(first):

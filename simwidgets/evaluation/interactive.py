@@ -144,24 +144,28 @@ def _summarize(service, report, sequences: Sequence[str]) -> dict:
     }
 
 
-def _frame_scores(report, name: str, interaction: int) -> dict[int, float]:
-    """``{frame: J&F}`` (mean over objects) of one interaction's prediction."""
+def _frame_scores(report, name: str, interaction: int) -> dict[int, tuple[float, float, float]]:
+    """``{frame: (J&F, J, F)}`` (means over objects) of one interaction's prediction."""
     part = report[(report["sequence"] == name) & (report["interaction"] == interaction)]
-    return {int(f): float(v) for f, v in part.groupby("frame")["j_and_f"].mean().items()}
+    means = part.groupby("frame")[["j_and_f", "jaccard", "contour"]].mean()
+    return {int(f): (float(r.j_and_f), float(r.jaccard), float(r.contour)) for f, r in means.iterrows()}
 
 
 def _corrected_frames(report, name: str, interactions: list[dict]) -> list[dict]:
     """For each correction (interaction 2 on): the frames the robot scribbled on, with
-    their J&F in the prediction before the correction and in the one after it.  The
-    corrected frame's own score should never fall: the user drew on what was wrong."""
+    their J&F in the prediction before the correction and in the one after it (``before``,
+    ``after``), and J and F apart (``J_before``...: a correction can raise J and lower F, or
+    the other way).  The corrected frame's own score should never fall: the user drew on
+    what was wrong."""
     rows = []
     for previous, current in zip(interactions, interactions[1:]):
         before = _frame_scores(report, name, previous["interaction"])
         after = _frame_scores(report, name, current["interaction"])
         for frame in current.get("scribbled_frames", []):
             if frame in before and frame in after:
-                rows.append({"interaction": current["interaction"], "frame": int(frame),
-                             "before": before[frame], "after": after[frame]})
+                (jf0, j0, f0), (jf1, j1, f1) = before[frame], after[frame]
+                rows.append({"interaction": current["interaction"], "frame": int(frame), "before": jf0,
+                             "after": jf1, "J_before": j0, "J_after": j1, "F_before": f0, "F_after": f1})
     return rows
 
 
