@@ -184,7 +184,9 @@ def run(args, partial: Partial | None = None) -> dict:
             leaked = sorted(set(seen_by[model]) & set(group))
             if leaked:
                 raise SystemExit(f"{model} was trained on {leaked}: it cannot score them as unseen")
-        seen = sorted({n for names in seen_by.values() for n in names})
+        # the sequences a sequence's *own* model was trained on (per fold: that fold's model)
+        scorer = {n: model for model, group in groups for n in (group or list_sequences(args.davis_root))}
+        seen = sorted(n for n, model in scorer.items() if n in set(seen_by[model]))
         load_start = os.getloadavg()
         start = time.perf_counter()
 

@@ -150,11 +150,12 @@ def main(argv=None) -> int:
     parser.add_argument("--folds", default=None, help="comma-separated fold numbers to score (default: all)")
     parser.add_argument("--transfer", action="append", type=option, default=[], metavar="NAME=VALUE",
                         help="a TransferConfig option, e.g. n_context=7 (repeatable; the defaults are "
-                             "TransferConfig.for_masks(): top_k 5)")
+                             "TransferConfig.for_masks(): top_k 5, refine_radius 2 since 2026-12-02; pass "
+                             "refine_radius=1 to resume a file scored before)")
     parser.add_argument("--out", type=Path, default=RESULTS / "kfold.json")
     args = parser.parse_args(argv)
     args.recipe = args.recipe or [("baseline", "baseline", {})]
-    config = TransferConfig.for_masks(**dict(args.transfer))  # full masks: top_k 5 unless given
+    config = TransferConfig.for_masks(**dict(args.transfer))  # full masks: top_k 5, refine_radius 2 unless given
     splits = kfold_splits(list_sequences(args.davis_root), args.k, args.seed)
     wanted = range(args.k) if args.folds is None else [int(f) for f in args.folds.split(",")]
     plain = TransferConfig()  # the options recorded are those that differ from TransferConfig()'s

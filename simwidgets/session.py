@@ -419,9 +419,10 @@ class InteractiveSession:
             return {}
         edits = {}
         reach = max(1, int(self.transfer.stride))  # a grid cell: the transfer's own resolution
+        nearest = config.local_nearest_stroke
         for frame_idx, (seen, drawn) in self._corrected.items():
-            edits[frame_idx] = (lambda mask, seen=seen, drawn=drawn, reach=reach:
-                                local_changes(seen, mask, drawn, reach))
+            edits[frame_idx] = (lambda mask, seen=seen, drawn=drawn, reach=reach, nearest=nearest:
+                                local_changes(seen, mask, drawn, reach, nearest))
         return edits
 
     def _fusion(self, references, config: TransferConfig) -> dict:

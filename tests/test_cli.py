@@ -253,10 +253,12 @@ def test_masks_propagate_with_the_mask_top_k_and_scribbles_with_the_default():
 
     from simwidgets.cli import _transfer_config
     from simwidgets.transfer import TransferConfig
-    from simwidgets.transfer.config import MASK_TOP_K
+    from simwidgets.transfer.config import MASK_REFINE_RADIUS, MASK_TOP_K
 
     args = argparse.Namespace(top_k=None, temperature=None, window=None, n_context=None, no_temporal=False)
     assert _transfer_config(args, masks=True).top_k == MASK_TOP_K == TransferConfig.for_masks().top_k
     assert _transfer_config(args).top_k == TransferConfig().top_k != MASK_TOP_K
+    masks = _transfer_config(args, masks=True)
+    assert masks.refine_radius == MASK_REFINE_RADIUS != TransferConfig().refine_radius
     args.top_k = 7
     assert _transfer_config(args, masks=True).top_k == 7 == TransferConfig.for_masks(top_k=7).top_k

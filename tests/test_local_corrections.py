@@ -78,6 +78,33 @@ def _two_rounds(clip, **options):
     return session, one, two
 
 
+def test_strokes_of_several_labels_split_the_frame_between_them():
+    """A background stroke on a false positive joined to the object, and an object stroke
+    on the object, in one correction: a transfer that calls everything background removes
+    only the pixels nearer the background stroke (the plain rule removed the object too)."""
+    previous = np.zeros((20, 40), np.uint8)
+    previous[5:15, 5:30] = 1       # the object (columns 5..19) joined to a false positive (20..29)
+    proposed = np.zeros_like(previous)
+    strokes = np.full(previous.shape, -1)
+    strokes[10, 24:28] = 0         # background stroke on the false positive
+    strokes[10, 8:11] = 1          # object stroke on the object
+    split = local_changes(previous, proposed, strokes)
+    plain = local_changes(previous, proposed, strokes, nearest_stroke=False)
+    assert not plain[5:15, 5:20].any()                     # the plain rule: the object is gone
+    columns = np.arange(40)
+    dist_bg = np.abs(columns - 24)
+    dist_obj = np.abs(columns - 10)
+    nearer_bg = (dist_bg <= dist_obj) & (columns >= 5) & (columns < 30)  # ties allow
+    # rows 5..14 all share the column's nearest stroke up to the rounding of the diagonal: check
+    # the stroke's own row exactly, and that everything at the far side stays object
+    assert np.array_equal(split[10] == 0, (previous[10] == 0) | nearer_bg)
+    assert split[5:15, 5:16].all() and not split[5:15, 22:30].any()
+    assert (strokes == 1).sum() == (split[strokes == 1] == 1).sum()
+    # one label only: nothing to split, the plain rule (the whole joined region goes)
+    only_bg = np.where(strokes == 0, 0, -1)
+    assert not local_changes(previous, proposed, only_bg).any()
+
+
 def test_a_correction_moves_its_frame_only_where_it_reaches(clip):
     plain, one, whole = _two_rounds(clip, local_corrections=False)
     local, one_local, two = _two_rounds(clip, local_corrections=True)

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from .. import checks
 from ..errors import BadInputError
 
-__all__ = ["TransferConfig", "WINDOW_PIXELS", "MASK_TOP_K"]
+__all__ = ["TransferConfig", "WINDOW_PIXELS", "MASK_TOP_K", "MASK_REFINE_RADIUS"]
 
 #: radius of the temporal context's spatial window, in pixels, when ``window`` is None
 WINDOW_PIXELS = 48
@@ -26,6 +26,13 @@ WINDOW_PIXELS = 48
 #: give a few hundred, and on the DAVIS protocol 20 kept the loop's curve higher (final J&F
 #: 0.873 at 20 against 0.868 at 5 on 12 sequences; ``benchmarks/results/interactive_*``)
 MASK_TOP_K = 5
+
+#: ``refine_radius`` for propagating full masks (:meth:`TransferConfig.for_masks`).  On the
+#: 5-fold scheme (models retrained 2026-12-02) a guided filter of radius 2 cells against 1
+#: scored J&F 0.822 against 0.817: +0.005 ± 0.002 per sequence, higher on 18 of 25, F
+#: +0.007 and J +0.004 (``benchmarks/results/kfold_mask_options.md``).  The interactive
+#: loop keeps 1: it was not measured there
+MASK_REFINE_RADIUS = 2
 
 
 @dataclass(frozen=True)
@@ -55,7 +62,8 @@ class TransferConfig:
     refine : edge-aware upsampling: the grid scores become full-resolution masks through a
         guided filter on the frame's colours (:mod:`.refine`), so mask edges follow image
         edges instead of the grid; ``False`` upsamples bilinearly
-    refine_radius : the guided filter's window radius, in grid cells
+    refine_radius : the guided filter's window radius, in grid cells (:meth:`for_masks`:
+        :data:`MASK_REFINE_RADIUS`)
     refine_eps : its regularisation (colour variance on a 0..1 scale below which a window
         counts as flat, i.e. keeps the bilinear scores)
     max_references : cap on the reference cells of each annotated frame: the user's own
@@ -80,6 +88,11 @@ class TransferConfig:
         (+0.144 against +0.145 from the first to the eighth interaction) and the corrected
         frames that fell went from 4 of 83 (worst -0.027) to 2 (worst -0.011)
         (``benchmarks/results/interactive_validation_and_demos.md``)
+    local_nearest_stroke : with ``local_corrections``, where one correction draws strokes of
+        several labels on a frame, a pixel of that frame takes a stroke's label only where
+        that stroke is nearer than every stroke of another label (:mod:`.local_edit`), so a
+        background stroke on a false positive cannot remove the object beside the object
+        strokes of the same correction
     """
 
     top_k: int = 20
@@ -95,6 +108,7 @@ class TransferConfig:
     refine_eps: float = 1e-4
     fuse_corrections: bool = False
     local_corrections: bool = True
+    local_nearest_stroke: bool = True
 
     def __post_init__(self):
         checked = {
@@ -111,6 +125,7 @@ class TransferConfig:
             "refine_eps": checks.positive_float(self.refine_eps, "refine_eps"),
             "fuse_corrections": checks.boolean(self.fuse_corrections, "fuse_corrections"),
             "local_corrections": checks.boolean(self.local_corrections, "local_corrections"),
+            "local_nearest_stroke": checks.boolean(self.local_nearest_stroke, "local_nearest_stroke"),
         }
         for name, value in checked.items():  # canonical types: frozen, so through object
             object.__setattr__(self, name, value)
@@ -118,9 +133,10 @@ class TransferConfig:
     @classmethod
     def for_masks(cls, **options) -> "TransferConfig":
         """Options for propagating full masks (semi-supervised): ``top_k`` :data:`MASK_TOP_K`
-        unless given; what :func:`~simwidgets.evaluation.evaluate_semi_supervised` and the
-        CLI's ``--first-mask``/``--masks`` use."""
-        return cls().with_options(**({"top_k": MASK_TOP_K} | options))
+        and ``refine_radius`` :data:`MASK_REFINE_RADIUS` unless given; what
+        :func:`~simwidgets.evaluation.evaluate_semi_supervised` and the CLI's
+        ``--first-mask``/``--masks`` use."""
+        return cls().with_options(**({"top_k": MASK_TOP_K, "refine_radius": MASK_REFINE_RADIUS} | options))
 
     def for_stride(self, stride: int) -> "TransferConfig":
         """This configuration with ``window`` in cells for a model of this output stride."""
