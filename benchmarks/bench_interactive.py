@@ -184,9 +184,9 @@ def run(args, partial: Partial | None = None) -> dict:
             leaked = sorted(set(seen_by[model]) & set(group))
             if leaked:
                 raise SystemExit(f"{model} was trained on {leaked}: it cannot score them as unseen")
-        # the sequences a sequence's *own* model was trained on (per fold: that fold's model)
-        scorer = {n: model for model, group in groups for n in (group or list_sequences(args.davis_root))}
-        seen = sorted(n for n, model in scorer.items() if n in set(seen_by[model]))
+        # the sequences that the model scoring them was trained on (per fold: that fold's model)
+        seen = sorted({n for model, group in groups for n in (group or list_sequences(args.davis_root))
+                       if n in seen_by[model]})
         load_start = os.getloadavg()
         start = time.perf_counter()
 
@@ -206,7 +206,6 @@ def run(args, partial: Partial | None = None) -> dict:
         resumed = list(rows)
         if rows:
             print(f"  {model_name}: resuming, {len(rows)} sequences already done ({', '.join(rows)})", flush=True)
-        ran = 0
         for model, group in groups:
             todo = [n for n in group if n not in rows]
             if not todo:
@@ -215,13 +214,12 @@ def run(args, partial: Partial | None = None) -> dict:
                                           progress=progress, max_time=None if args.no_time_limit else "challenge",
                                           config=transfer_config(args.transfer))
             rows.update(result["sequences"])
-            ran += 1
         if result is None:
             raise SystemExit(f"{model_name}: every sequence is already in the partial file; nothing to run")
-        pooled = not (len(groups) > 1 or ran < len(groups) or len(rows) > len(result["sequences"]))
+        # one run scored every row: davisinteractive's pooled summary; several runs (models, or a
+        # resumed run) each pool their own, so the mean of sequences
+        pooled = len(groups) == 1 and len(rows) == len(result["sequences"])
         if not pooled:
-            # several runs (models, or a resumed run): davisinteractive's pooled summary is per run,
-            # so the mean of sequences
             result["mean"] = subset_means(rows, list(rows))
             result["settings"]["models"] = {m: g for m, g in groups}
         held_out = [n for n in rows if n not in seen]

@@ -39,7 +39,7 @@ try:  # numba is an optional accelerator
 except Exception:  # pragma: no cover - exercised only where numba is missing
     numba = None
 
-__all__ = ["available", "topk_dot", "merge_topk_dot", "prepare_keys", "QUERY_BLOCK", "REF_BLOCK", "GROUP"]
+__all__ = ["available", "topk_dot", "merge_topk_dot", "prepare_keys", "insert_sorted", "select_topk", "QUERY_BLOCK", "REF_BLOCK", "GROUP"]
 
 #: queries whose scores are computed together (each key load serves them all)
 QUERY_BLOCK = 4
@@ -110,9 +110,10 @@ if numba is not None:
                         o3[j] += a30 * x0 + a31 * x1 + a32 * x2 + a33 * x3
 
     @njit(cache=True, fastmath=_SELECT_MATH, boundscheck=False)
-    def _select(row, n, k, gm, hits, cv, ci, out_v, out_i):
+    def select_topk(row, n, k, gm, hits, cv, ci, out_v, out_i):
         """Top-``k`` of ``row[:n]`` (``row`` padded to a multiple of ``GROUP * 32``; the
-        padding is overwritten) into ``out_v`` / ``out_i``, descending, ties by index."""
+        padding is overwritten) into ``out_v`` / ``out_i``, descending, ties by index.
+        (The selection of the global match, and of :mod:`.fused_window`'s window rows.)"""
         np_ = row.shape[0]
         g_n = np_ // GROUP
         one = np.float32(1.0)
@@ -224,7 +225,7 @@ if numba is not None:
             for q0 in range(task * TASK, min(n_q, (task + 1) * TASK), QUERY_BLOCK):
                 nq = _block_scores(q, q0, kT, qb, buf)
                 for r in range(nq):
-                    _select(buf[r], n, k, gm, hits, cv, ci, out_v[q0 + r], out_i[q0 + r])
+                    select_topk(buf[r], n, k, gm, hits, cv, ci, out_v[q0 + r], out_i[q0 + r])
 
     @njit(cache=True, parallel=True, boundscheck=False)
     def _insert_kernel(q, kT, n_new, new_rows, values, index):

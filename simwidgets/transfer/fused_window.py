@@ -36,7 +36,7 @@ from . import fused
 __all__ = ["window_topk"]
 
 #: a query whose window holds at most this many cells selects by insertion (the
-#: threshold search of :func:`fused._select` pays off only on longer score rows)
+#: threshold search of :func:`fused.select_topk` pays off only on longer score rows)
 SMALL_WINDOW = 64
 
 if fused.available():
@@ -90,7 +90,7 @@ if fused.available():
         k = out_v.shape[1]
         size = tile + 2 * radius
         most = keys.shape[0] * (2 * radius + 1) ** 2
-        padded = -(-most // (fused.GROUP * 32)) * fused.GROUP * 32  # what _select reads
+        padded = -(-most // (fused.GROUP * 32)) * fused.GROUP * 32  # what select_topk reads
         for y in prange(h):
             scores = np.empty(padded, np.float32)
             codes = np.empty(padded, np.int64)
@@ -115,7 +115,7 @@ if fused.available():
                         if scores[j] > top_v[kk - 1]:
                             fused.insert_sorted(top_v[:kk], top_i[:kk], scores[j], j)
                 else:
-                    fused._select(scores, m, kk, group_max, hits, cand_v, cand_i, top_v[:kk], top_i[:kk])
+                    fused.select_topk(scores, m, kk, group_max, hits, cand_v, cand_i, top_v[:kk], top_i[:kk])
                 vals = out_v[y * w + x]
                 pos = out_p[y * w + x]
                 for j in range(k):
