@@ -116,8 +116,16 @@ def test_draw_propagate_and_see_the_overlay_on_another_frame(page, lab, lab_root
     (r0, g0, b0, _), (r1, g1, b1, _) = before[0], after[0]
     assert (r1 - g1) - (r0 - g0) > redder and b1 < b0, (before[0], after[0])
     assert max(abs(a - b) for a, b in zip(before[1][:3], after[1][:3])) <= 8, (before[1], after[1])
-    # the strip's bar for frame 7 is drawn now (it was the empty grey before)
-    strip_after = page.evaluate(PIXEL_JS, [STRIP, [[strip["width"] * (SHOWN + 0.5) / state["n_frames"], 29]]])
+    # the strip's bar for frame 7 is drawn now (it was the empty grey before); the strip is a
+    # canvas of its own, painted by its own message, which can arrive after the frame's overlay
+    bar = [strip["width"] * (SHOWN + 0.5) / state["n_frames"], 29]
+    page.wait_for_function(
+        """([sel, x, y]) => { const c = document.querySelector(sel);
+            const d = c.getContext('2d').getImageData(Math.round(x), Math.round(y), 1, 1).data;
+            return !(d[0] === 235 && d[1] === 235 && d[2] === 235); }""",
+        arg=[STRIP, *bar], timeout=20000,
+    )
+    strip_after = page.evaluate(PIXEL_JS, [STRIP, [bar]])
     assert strip_before[0][:3] == [235, 235, 235] and strip_after[0][:3] != [235, 235, 235]
     page.locator(APP).first.screenshot(path=str(artifacts / "app_browser.png"))
     assert not page.errors, page.errors
