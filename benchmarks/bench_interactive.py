@@ -249,10 +249,13 @@ def run(args, partial: Partial | None = None) -> dict:
 
 def markdown(report: dict) -> str:
     m = report["machine"]
+    budgets = {r.get("settings", {}).get("max_time_per_object", 30) for r in report["models"].values()}
+    budget = ("no time budget (every interaction runs)" if budgets == {None}
+              else "30 s per object per interaction (the 2018 challenge's budget)")
     lines = [
         f"# DAVIS interactive protocol on `{report['davis_root']}`",
         "",
-        f"{report['interactions']} interactions, 30 s per object per interaction (the 2018 challenge's budget); "
+        f"{report['interactions']} interactions, {budget}; "
         f"davisinteractive's robot and summary. Machine: {m['cpu']}, {m['cores']} cores, torch {m['torch']} "
         f"({m['torch_threads']} threads), computing on {m['device']}.",
         "",

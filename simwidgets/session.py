@@ -138,6 +138,9 @@ class InteractiveSession:
         #: frames corrected after a result was shown: ``{frame: (mask the user saw, labels
         #: of that correction's strokes, -1 elsewhere)}``, for ``local_corrections``
         self._corrected: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+        #: ``correction_masks``: ``{frame: corrected mask}``, each corrected frame's labels
+        #: as a full reference mask (under its strokes, like a mask of the user's own)
+        self._correction_masks: dict[int, np.ndarray] = {}
 
     # ------------------------------------------------------------------ properties
     @property
@@ -314,7 +317,7 @@ class InteractiveSession:
             if cached is not None and cached[0] == len(strokes) and cached[1] == brush:
                 result[frame_idx] = cached[2]
                 continue
-            labels = self._masks.get(frame_idx)
+            labels = self._masks.get(frame_idx, self._correction_masks.get(frame_idx))
             labels = np.full((self.height, self.width), UNKNOWN, np.int64) if labels is None else labels.copy()
             if strokes:
                 drawn = rasterize_strokes(strokes, self.height, self.width, brush)
@@ -357,6 +360,9 @@ class InteractiveSession:
         config = self.config.with_options(**overrides)  # checked: a bad option raises here
         kwargs.update(self._fusion(references, config))
         local = self._local_edits(config)
+        if config.correction_masks and local:
+            # the corrected frames are now clamped to their masks: nothing left to edit
+            references, local = self._make_correction_masks(references, local), {}
         edited: dict[int, np.ndarray] = {}  # each corrected frame edited once, streamed or not
         if local and on_frame is not None:
             def stream(t, mask):
@@ -412,6 +418,8 @@ class InteractiveSession:
                                                 self._scribbles.frames[frame_idx])
             if removed:  # an earlier stroke was taken away: no longer a correction
                 self._corrected.pop(frame_idx, None)
+                if self._correction_masks.pop(frame_idx, None) is not None:
+                    self._raster.pop(frame_idx, None)
             elif added:
                 drawn = rasterize_strokes(added, self.height, self.width, self.config.brush_width)
                 self._corrected[frame_idx] = (self.result.masks[frame_idx].copy(), drawn)
@@ -424,6 +432,18 @@ class InteractiveSession:
             edits[frame_idx] = (lambda mask, seen=seen, drawn=drawn, reach=reach, nearest=nearest:
                                 local_changes(seen, mask, drawn, reach, nearest))
         return edits
+
+    def _make_correction_masks(self, references, local) -> dict[int, np.ndarray]:
+        """``correction_masks``: the frames corrected in this round get their corrected
+        mask (the mask the user saw, edited by :func:`~simwidgets.transfer.local_edit.local_changes`
+        against a quick transfer of that frame from this round's references) as their
+        reference labels; returns the references with them."""
+        background = self._background_frames(references)
+        for frame_idx in sorted(self._pending_frames & set(local)):
+            proposed = self.transfer.preview(references, frame_idx, background_frames=background)
+            self._correction_masks[frame_idx] = local[frame_idx](proposed).astype(np.int64)
+            self._raster.pop(frame_idx, None)
+        return self.references()
 
     def _fusion(self, references, config: TransferConfig) -> dict:
         """``previous`` and ``changed_frames`` for the engine when this round is a correction

@@ -163,3 +163,41 @@ def test_a_streamed_corrected_frame_is_the_edited_one(clip):
     assert sorted(streamed) == list(range(clip.n_frames))
     for t, mask in streamed.items():
         assert np.array_equal(mask, result.masks[t]), t
+
+
+def test_a_corrected_frame_becomes_a_reference_mask(clip):
+    """``correction_masks``: the corrected frame's labels (the mask shown, edited where the
+    strokes reach against a quick transfer of that frame) are given to the round as that
+    frame's reference mask, exactly as a mask of the user's own would be; a later round
+    elsewhere keeps the frame as it is, and undoing the correction takes the mask away."""
+    session, one, two = _two_rounds(clip, correction_masks=True)
+    (corrected,) = clip.scribbles["002"].annotated_frames
+    strokes = clip.scribbles["002"].frames[corrected]
+    drawn = rasterize_strokes(strokes, session.height, session.width, CONFIG.brush_width)
+    # the quick transfer the edit starts from: the frame alone, from every reference of the round
+    probe, _, _ = _two_rounds(clip)
+    probe.add_scribbles(clip.scribbles["002"])
+    proposed = probe.preview(corrected)
+    expected = _reference_rule(one[corrected], proposed, drawn, session.transfer.stride)
+    mask = session.references()[corrected]
+    assert (mask >= 0).all() and np.array_equal(mask, expected)
+    assert np.array_equal(two[corrected], expected)
+    assert np.array_equal(two[corrected][drawn >= 0], drawn[drawn >= 0])
+    assert (two[corrected] != one[corrected]).any(), "the correction changed nothing on its frame"
+    # the round is the one a user's own mask of that frame gives
+    first = clip.scribbles["001"].annotated_frames[0]
+    by_hand = InteractiveSession(clip, model="baseline", config=CONFIG)
+    by_hand.add_scribbles(clip.scribbles["001"])
+    by_hand.add_scribbles({first: dots(clip.masks[first], 0, 150)})
+    by_hand.propagate()
+    by_hand.add_mask(corrected, expected)
+    assert np.array_equal(by_hand.propagate().masks, two)
+    # a later round elsewhere keeps the corrected frame as it is
+    other = [t for t in range(clip.n_frames) if t not in session.annotated_frames][0]
+    session.add_scribbles({other: dots(clip.masks[other], 1, 5, seed=3)})
+    assert np.array_equal(session.propagate().masks[corrected], expected)
+    # undo the correction: the frame is no reference any more
+    kept = {f: list(s) for f, s in enumerate(session.scribbles.frames) if s and f != corrected}
+    session.set_scribbles(kept)
+    session.propagate()
+    assert corrected not in session.references()

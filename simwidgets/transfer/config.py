@@ -93,6 +93,20 @@ class TransferConfig:
         that stroke is nearer than every stroke of another label (:mod:`.local_edit`), so a
         background stroke on a false positive cannot remove the object beside the object
         strokes of the same correction
+    correction_masks : in an :class:`~simwidgets.session.InteractiveSession`, each frame
+        corrected after the user saw its result becomes a full reference mask: the mask the
+        user saw, edited where the correction's strokes reach (``local_corrections``' rule,
+        on a quick transfer of that frame alone), is given to the round as that frame's
+        labels, as a mask of the user's own would be.  A correction then reaches the other
+        frames with the whole corrected frame (hundreds of object and background cells
+        where the strokes alone give a few dozen) and that frame keeps it in later rounds.
+        Off by default: on the DAVIS protocol (28 sequences, each unseen by its fold's
+        model) fewer corrected frames fell (14 of 196, worst -0.094, against 20 of 195,
+        worst -0.232) and swing and kite-walk rose, but the curve fell, final J&F 0.809
+        against 0.836 (-0.027 ± 0.020, higher on 11 of 28): the parts of the corrected
+        frame no stroke touched become references as if checked, and where they were wrong
+        the video collapsed (mallard-water 0.924 -> 0.516, boat 0.756 -> 0.491;
+        ``benchmarks/results/interactive_kfold_correction_masks.md``)
     """
 
     top_k: int = 20
@@ -109,6 +123,7 @@ class TransferConfig:
     fuse_corrections: bool = False
     local_corrections: bool = True
     local_nearest_stroke: bool = True
+    correction_masks: bool = False
 
     def __post_init__(self):
         checked = {
@@ -126,6 +141,7 @@ class TransferConfig:
             "fuse_corrections": checks.boolean(self.fuse_corrections, "fuse_corrections"),
             "local_corrections": checks.boolean(self.local_corrections, "local_corrections"),
             "local_nearest_stroke": checks.boolean(self.local_nearest_stroke, "local_nearest_stroke"),
+            "correction_masks": checks.boolean(self.correction_masks, "correction_masks"),
         }
         for name, value in checked.items():  # canonical types: frozen, so through object
             object.__setattr__(self, name, value)
