@@ -372,6 +372,7 @@ class InteractiveSession:
 
             kwargs["on_frame"] = stream
         result = self.transfer.propagate(references, background_frames=self._background_frames(references),
+                                         correction_frames=self._correction_frames(references),
                                          **kwargs, **overrides)
         for frame_idx, edit in local.items():
             result.masks[frame_idx] = edited[frame_idx] if frame_idx in edited else edit(result.masks[frame_idx])
@@ -440,7 +441,8 @@ class InteractiveSession:
         reference labels; returns the references with them."""
         background = self._background_frames(references)
         for frame_idx in sorted(self._pending_frames & set(local)):
-            proposed = self.transfer.preview(references, frame_idx, background_frames=background)
+            proposed = self.transfer.preview(references, frame_idx, background_frames=background,
+                                             correction_frames=self._correction_frames(references))
             self._correction_masks[frame_idx] = local[frame_idx](proposed).astype(np.int64)
             self._raster.pop(frame_idx, None)
         return self.references()
@@ -469,12 +471,19 @@ class InteractiveSession:
         references = self.references()
         if not references:
             raise BadInputError("nothing to propagate: add scribbles (or a mask) first")
-        return self.transfer.preview(references, frame_idx, background_frames=self._background_frames(references))
+        return self.transfer.preview(references, frame_idx, background_frames=self._background_frames(references),
+                                     correction_frames=self._correction_frames(references))
 
     def _background_frames(self, references) -> set[int]:
         """The annotated frames that may get automatic background cells: those scribbled
         before any result was shown (all of them, before the first round)."""
         return self._blank_frames | (set(references) if self.result is None else set())
+
+    def _correction_frames(self, references) -> set[int]:
+        """The annotated frames whose references are corrections (``correction_reach``):
+        corrected after a result was shown, and neither scribbled before the first result
+        nor masked by the user (those references hold in every frame)."""
+        return (set(self._corrected) & set(references)) - self._blank_frames - set(self._masks)
 
     def _embed(self, callback) -> None:
         """Fill the embedding cache, a batch at a time so ``callback`` can report progress."""

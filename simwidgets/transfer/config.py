@@ -107,6 +107,13 @@ class TransferConfig:
         frame no stroke touched become references as if checked, and where they were wrong
         the video collapsed (mallard-water 0.924 -> 0.516, boat 0.756 -> 0.491;
         ``benchmarks/results/interactive_kfold_correction_masks.md``)
+    correction_reach : in an :class:`~simwidgets.session.InteractiveSession`, the global
+        references of a frame corrected after the user saw its result weigh less the
+        farther a frame is from it: ``exp(-distance / correction_reach)`` times the vote
+        weight of an equally similar earlier reference (:mod:`.reach`), so a correction's
+        few stroke cells cannot relabel look-alike cells of far frames; the correction
+        still travels through the temporal sweeps.  In frames; ``None`` (the default): a
+        correction's references count the same in every frame
     """
 
     top_k: int = 20
@@ -124,6 +131,7 @@ class TransferConfig:
     local_corrections: bool = True
     local_nearest_stroke: bool = True
     correction_masks: bool = False
+    correction_reach: float | None = None
 
     def __post_init__(self):
         checked = {
@@ -142,6 +150,8 @@ class TransferConfig:
             "local_corrections": checks.boolean(self.local_corrections, "local_corrections"),
             "local_nearest_stroke": checks.boolean(self.local_nearest_stroke, "local_nearest_stroke"),
             "correction_masks": checks.boolean(self.correction_masks, "correction_masks"),
+            "correction_reach": None if self.correction_reach is None
+            else checks.positive_float(self.correction_reach, "correction_reach"),
         }
         for name, value in checked.items():  # canonical types: frozen, so through object
             object.__setattr__(self, name, value)

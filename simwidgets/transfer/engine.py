@@ -32,6 +32,7 @@ from .. import checks
 from ..errors import BadInputError
 from ..models import load_model
 from . import fused, fused_vote, fused_window, fusion, knn, refine
+from .reach import ReferenceFade, rerank
 from .cache import EmbeddingCache
 from .config import TransferConfig
 from .references import (
@@ -206,8 +207,12 @@ class LabelTransfer:
         return values, position
 
     # --------------------------------------------------------------------- sweeps
-    def _sweep(self, order: list[int], refs, clamps, config, tick=None, out=None, finished=None) -> dict[int, torch.Tensor]:
+    def _sweep(self, order: list[int], refs, clamps, config, tick=None, out=None, finished=None,
+               fade: ReferenceFade | None = None) -> dict[int, torch.Tensor]:
         """Label frames in ``order``, each with the previous ``n_context`` as context.
+
+        ``fade`` (if given) lowers the scores of the correction frames' references by their
+        distance in time to each frame before the vote (:mod:`.reach`).
 
         ``tick()`` (if given) is called after each frame, for progress reports.  ``out(t)``
         (if given) returns the ``(C, h, w)`` view that receives frame ``t``'s scores: one
@@ -221,6 +226,8 @@ class LabelTransfer:
         for frame_idx in order:
             query = self.cache[frame_idx]
             global_candidates = self._global_candidates(frame_idx, query, refs, config.top_k)
+            if fade is not None:
+                global_candidates = rerank(*global_candidates, fade.offsets(frame_idx, query.device))
             local_candidates = None
             if config.temporal and context:
                 key = LocalKey(frame_idx, tuple(context_frames), config.window, config.top_k, knn.TILE)
@@ -247,7 +254,7 @@ class LabelTransfer:
                 finished(frame_idx)
         return result
 
-    def _blend(self, store, annotated, refs, clamps, config, tick, done=None, span=None) -> None:
+    def _blend(self, store, annotated, refs, clamps, config, tick, done=None, span=None, fade=None) -> None:
         """Both temporal sweeps into ``store``; frames between the first and last
         annotation get both, weighted by ``1 / (1 + distance)`` to the annotation each
         sweep last passed.
@@ -279,14 +286,14 @@ class LabelTransfer:
                 done(t)
 
         self._sweep(list(range(first, hi + 1)), refs, clamps, config, tick, out=store.__getitem__,
-                    finished=forward_done)
+                    finished=forward_done, fade=fade)
         self._sweep(list(range(last, lo - 1, -1)), refs, clamps, config, tick,
-                    out=lambda t: aside[t - first] if t >= first else store[t], finished=backward_done)
+                    out=lambda t: aside[t - first] if t >= first else store[t], finished=backward_done, fade=fade)
 
     # --------------------------------------------------------------------- public
     def propagate(self, references, progress: bool = False, callback=None, background_frames=None,
                   on_frame=None, previous: PropagationResult | None = None, changed_frames=None,
-                  **overrides) -> PropagationResult:
+                  correction_frames=None, **overrides) -> PropagationResult:
         """Label every frame.
 
         Parameters
@@ -310,6 +317,9 @@ class LabelTransfer:
             the frames between the unchanged annotated frames around the changes are
             computed, and blended with ``previous`` by their distance to them; the other
             frames keep ``previous`` as it is
+        correction_frames : the annotated frames whose references are corrections, drawn
+            on a result the user saw; with ``correction_reach`` their global references
+            weigh less in frames far from them (:mod:`.reach`).  None: no frame is
         overrides : fields of :class:`TransferConfig` for this call only
 
         Returns
@@ -331,6 +341,7 @@ class LabelTransfer:
         span_frames = range(lo, hi + 1)
         self.cache.ensure(progress=progress)
         refs, clamps = self.build_references(references, class_ids, config, background_frames)
+        fade = ReferenceFade.of(refs, correction_frames, config.correction_reach, config.temperature)
         tick = None
         if callback is not None:
             total = ((hi - span_annotated[0] + 1) + (span_annotated[-1] - lo + 1)) if config.temporal else len(span_frames)
@@ -363,9 +374,10 @@ class LabelTransfer:
                 on_frame(t, mask)
 
         if config.temporal:
-            self._blend(store, span_annotated, refs, clamps, config, tick, done, span=(lo, hi))
+            self._blend(store, span_annotated, refs, clamps, config, tick, done, span=(lo, hi), fade=fade)
         else:
-            self._sweep(list(span_frames), refs, clamps, config, tick, out=store.__getitem__, finished=done)
+            self._sweep(list(span_frames), refs, clamps, config, tick, out=store.__getitem__, finished=done,
+                        fade=fade)
         probabilities = list(store)
         if on_frame is None:
             masks, confidence, entropy = self._finish(probabilities[lo:hi + 1], class_ids, span_frames, config)
@@ -412,7 +424,8 @@ class LabelTransfer:
             mask[known] = label_map[known]
         return mask
 
-    def preview(self, references, frame_idx: int, background_frames=None, **overrides) -> np.ndarray:
+    def preview(self, references, frame_idx: int, background_frames=None, correction_frames=None,
+                **overrides) -> np.ndarray:
         """A quick ``(H, W)`` mask of one frame from the references alone (no temporal
         context), to show on screen at once while the whole round runs: it embeds only
         the annotated frames and this one, and votes this frame only."""
@@ -422,7 +435,8 @@ class LabelTransfer:
         self.cache.ensure(sorted(set(references) | {frame_idx}))
         class_ids = class_ids_of(references)
         refs, clamps = self.build_references(references, class_ids, config, background_frames)
-        probs = self._sweep([frame_idx], refs, clamps, config)[frame_idx]
+        fade = ReferenceFade.of(refs, correction_frames, config.correction_reach, config.temperature)
+        probs = self._sweep([frame_idx], refs, clamps, config, fade=fade)[frame_idx]
         mask = self._finish([probs], class_ids, [frame_idx], config)[0][0]
         return self._keep_user_pixels(mask, references.get(frame_idx))
 

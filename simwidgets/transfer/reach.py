@@ -1,0 +1,96 @@
+"""How far a correction's own references reach in time (``correction_reach``).
+
+A correction stroke on frame ``c`` is a few cells of a missed region.  As global
+references they are matched in every frame, and the learned embedding has no notion of
+time: on the DAVIS protocol a correction on one frame of mallard-water or scooter-gray
+turned look-alike cells of far frames to the stroke's label and lowered the video.  The
+hand-crafted baseline did not do this, since its position channels kept a stroke local.
+
+Here a correction frame's references carry their frame: in frame ``t`` each of them
+counts as less alike by ``temperature * |t - c| / reach``, i.e. its vote weight
+``exp(s / T)`` is multiplied by ``exp(-|t - c| / reach)``.  At ``c`` itself nothing
+changes; ``reach`` frames away a correction reference weighs ``1/e`` of an equally similar
+earlier reference, and three reaches away 5 %.  References of the frames annotated before
+any result was shown (the first scribbles) and of the user's masks are not faded: they
+were drawn on blank frames or checked whole.  The correction still travels through the
+temporal sweeps (its frame is clamped, and each frame's context is the frames before it
+in the sweep), which is how it reaches frames that really look like it.
+
+The fade is applied to the frame's kept global candidates (the ``k`` most similar
+references, :mod:`.reuse`): their scores are lowered and the list sorted again, so a faded
+reference may lose its place in the vote to a context cell.  :func:`faded_vote_reference`
+computes the same thing the plain way (whole score matrices); tests compare the two.
+"""
+from __future__ import annotations
+
+import torch
+
+from .knn import _window_mask
+from .references import References
+
+__all__ = ["ReferenceFade", "rerank", "faded_vote_reference"]
+
+
+class ReferenceFade:
+    """The per-frame score offsets of a reference table's correction rows.
+
+    Parameters
+    ----------
+    refs : the :class:`~.references.References` (its ``blocks`` name each row's frame)
+    correction_frames : the annotated frames whose references fade with time
+    reach : frames over which their weight falls by ``1/e``
+    temperature : the vote's softmax temperature (an offset ``T * log w`` multiplies a
+        vote weight by ``w``)
+    """
+
+    def __init__(self, refs: References, correction_frames, reach: float, temperature: float):
+        frames = [key.frame for key in refs.blocks for _ in range(key.size)]
+        self.row_frames = torch.tensor(frames, dtype=torch.float32)
+        corrections = {int(f) for f in correction_frames}
+        self.faded = torch.tensor([f in corrections for f in frames], dtype=torch.bool)
+        self.scale = float(temperature) / float(reach)
+
+    @classmethod
+    def of(cls, refs: References, correction_frames, reach, temperature) -> "ReferenceFade | None":
+        """The fade of ``refs``, or None where nothing fades (no reach, no correction rows)."""
+        if reach is None or not correction_frames or not refs.blocks:
+            return None
+        fade = cls(refs, correction_frames, reach, temperature)
+        return fade if bool(fade.faded.any()) else None
+
+    def offsets(self, frame_idx: int, device=None) -> torch.Tensor:
+        """``(R,)`` score offsets (0 or negative) of every row in frame ``frame_idx``."""
+        distance = (self.row_frames - float(frame_idx)).abs()
+        return torch.where(self.faded, -self.scale * distance, torch.zeros_like(distance)).to(device)
+
+
+def rerank(values: torch.Tensor, index: torch.Tensor, offsets: torch.Tensor):
+    """Candidates ``(values (N, k), index (N, k))`` with ``offsets[index]`` added to their
+    scores, sorted descending again (new tensors; kept candidates stay as they were)."""
+    shifted = values + offsets[index.long()]
+    shifted, order = shifted.sort(dim=1, descending=True)
+    return shifted, torch.gather(index, 1, order)
+
+
+def faded_vote_reference(query, ref_embeddings, ref_labels, offsets, context, top_k: int, temperature: float,
+                         window: int) -> torch.Tensor:
+    """One frame's ``(C, h, w)`` vote with faded references, the plain way: every global
+    score in one matrix, its ``top_k``, the offsets added; then the union with every
+    context cell inside the window (a mask) and one softmax over the ``top_k`` best."""
+    dim, h, w = query.shape
+    q = query.reshape(dim, -1).T
+    g_values, g_index = (q @ ref_embeddings.T).topk(min(top_k, len(ref_embeddings)), dim=1)
+    g_values = g_values + offsets[g_index]
+    inside = _window_mask(h, w, window, query.device)
+    scores, rows, tables = [g_values], [g_index], [ref_labels]
+    offset = len(ref_labels)
+    for emb, probs in context:
+        scores.append((q @ emb.reshape(dim, -1)).masked_fill(~inside, float("-inf")))
+        rows.append(torch.arange(h * w, device=q.device).expand(h * w, -1) + offset)
+        tables.append(probs.reshape(probs.shape[0], -1).T)
+        offset += h * w
+    scores, rows, table = torch.cat(scores, 1), torch.cat(rows, 1), torch.cat(tables)
+    values, pick = scores.topk(min(top_k, scores.shape[1]), dim=1)
+    weights = torch.nan_to_num(torch.softmax(values / temperature, 1), nan=0.0)
+    labels = table[torch.gather(rows, 1, pick)]
+    return (weights[..., None] * labels).sum(1).T.reshape(-1, h, w)
