@@ -428,10 +428,10 @@ class InteractiveSession:
             return {}
         edits = {}
         reach = max(1, int(self.transfer.stride))  # a grid cell: the transfer's own resolution
-        nearest = config.local_nearest_stroke
+        nearest, depth = config.local_nearest_stroke, config.local_depth
         for frame_idx, (seen, drawn) in self._corrected.items():
-            edits[frame_idx] = (lambda mask, seen=seen, drawn=drawn, reach=reach, nearest=nearest:
-                                local_changes(seen, mask, drawn, reach, nearest))
+            edits[frame_idx] = (lambda mask, seen=seen, drawn=drawn, reach=reach, nearest=nearest, depth=depth:
+                                local_changes(seen, mask, drawn, reach, nearest, depth))
         return edits
 
     def _make_correction_masks(self, references, local) -> dict[int, np.ndarray]:

@@ -147,7 +147,9 @@ def test_a_faded_correction_moves_far_frames_less_and_its_own_frame_as_much(clip
     assert np.array_equal(faded[corrected][drawn >= 0], drawn[drawn >= 0])
 
 
+@pytest.mark.parametrize("option", ["correction_reach", "local_depth"])
 @pytest.mark.parametrize("bad", [0, -3, "far", float("nan"), float("inf")])
-def test_a_bad_reach_is_refused(bad):
-    with pytest.raises(BadInputError, match="correction_reach"):
-        TransferConfig(correction_reach=bad)
+def test_a_bad_reach_or_depth_is_refused(option, bad):
+    with pytest.raises(BadInputError, match=option):
+        TransferConfig(**{option: bad})
+    assert getattr(TransferConfig(**{option: 2}), option) == 2.0

@@ -105,6 +105,37 @@ def test_strokes_of_several_labels_split_the_frame_between_them():
     assert not local_changes(previous, proposed, only_bg).any()
 
 
+def test_a_stroke_at_an_edge_fixes_the_edge_not_the_object_behind_it():
+    """``depth``: a background stroke two pixels inside the shown object's edge (a thin
+    false positive there) removes only what lies within that depth of it, though the new
+    transfer calls the whole object background; a stroke along the middle of a wrongly
+    shown blob reaches all of the blob."""
+    previous = np.zeros((40, 60), np.uint8)
+    previous[10:30, 10:40] = 1                 # shown object: the true object (cols 10..35) + a thin edge 36..39
+    proposed = np.zeros_like(previous)         # the new transfer: all background
+    edge = np.full(previous.shape, -1)
+    edge[15:25, 38] = 0                        # along the false edge, 2 pixels inside the shown mask
+    unbounded = local_changes(previous, proposed, edge, reach=1)
+    assert not unbounded.any()                 # without the bound the whole object goes
+    bounded = local_changes(previous, proposed, edge, reach=1, depth=1.0)
+    distance = ndimage.distance_transform_edt(edge != 0)
+    inside = ndimage.distance_transform_edt(previous != 0)
+    limit = 1.0 * inside[edge == 0].max() + 1
+    assert inside[edge == 0].max() == 2.0
+    removed = (previous == 1) & (bounded == 0)
+    assert removed.any() and np.array_equal(removed, (previous == 1) & (distance <= limit))
+    assert bounded[10:30, 10:30].all()         # the object behind the edge stays
+    # a blob shown wrongly, stroked along its middle: its depth is the blob's half-width
+    blob = np.zeros_like(previous)
+    blob[5:35, 20:29] = 1
+    middle = np.full(previous.shape, -1)
+    middle[8:32, 24] = 0
+    assert not local_changes(blob, proposed, middle, reach=1, depth=1.0).any()
+    # nothing shown with the stroke's label: no region to be inside, no bound
+    everything = np.ones_like(previous)
+    assert not local_changes(everything, proposed, middle, reach=1, depth=1.0).any()
+
+
 def test_a_correction_moves_its_frame_only_where_it_reaches(clip):
     plain, one, whole = _two_rounds(clip, local_corrections=False)
     local, one_local, two = _two_rounds(clip, local_corrections=True)

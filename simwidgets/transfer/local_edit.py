@@ -36,7 +36,7 @@ _EIGHT = np.ones((3, 3), bool)  # 8-connected regions
 
 
 def local_changes(previous: np.ndarray, proposed: np.ndarray, strokes: np.ndarray, reach: int = 1,
-                  nearest_stroke: bool = True) -> np.ndarray:
+                  nearest_stroke: bool = True, depth: float | None = None) -> np.ndarray:
     """``previous``, with the regions ``proposed`` gives to a stroke's label where they touch such a stroke.
 
     Parameters
@@ -49,6 +49,11 @@ def local_changes(previous: np.ndarray, proposed: np.ndarray, strokes: np.ndarra
         a stroke whose own pixels already had the right label still counts)
     nearest_stroke : where strokes of several labels are drawn, a pixel takes a label only
         where a stroke of that label is its nearest stroke (Euclidean distance; ties allow)
+    depth : a stroke's change reaches at most ``depth`` times as far from the stroke as the
+        stroke lies inside the region it corrects (its pixels' largest distance to a pixel
+        the user saw with the stroke's label), plus ``reach``: a stroke drawn along a thin
+        error at an object's edge fixes that edge, not the object behind it; one drawn
+        along the middle of a large error reaches all of it.  None: no bound
 
     Returns
     -------
@@ -79,8 +84,26 @@ def local_changes(previous: np.ndarray, proposed: np.ndarray, strokes: np.ndarra
         taken = np.isin(regions, reached[reached > 0])
         if nearest is not None:
             taken &= nearest[label]
+        if depth is not None and taken.any():
+            taken &= _within_depth(previous, drawn, label, depth, reach)
         out[taken] = label
     return out
+
+
+def _within_depth(previous, drawn, label, depth: float, reach: int) -> np.ndarray:
+    """Pixels within ``depth`` times its stroke's depth (plus ``reach``) of some stroke of
+    ``label``, each connected stroke bounded by its own depth; everywhere when nothing was
+    shown with that label (no region to be inside)."""
+    shown = previous == label
+    if not shown.any():
+        return np.ones(previous.shape, bool)
+    inside = ndimage.distance_transform_edt(~shown)  # distance to the nearest pixel shown as label
+    strokes, n = ndimage.label(drawn, _EIGHT)
+    deepest = ndimage.maximum(inside, strokes, index=np.arange(1, n + 1))
+    allowed = np.zeros(previous.shape, bool)
+    for component, stroke_depth in enumerate(np.atleast_1d(deepest), start=1):
+        allowed |= ndimage.distance_transform_edt(strokes != component) <= depth * float(stroke_depth) + reach
+    return allowed
 
 
 def _nearest_label_masks(strokes: np.ndarray, labels) -> dict:
