@@ -35,7 +35,7 @@ from . import checks
 from .errors import BadInputError
 from .scribbles import UNKNOWN, Scribbles, Stroke, rasterize_strokes
 from .transfer import LabelTransfer, PropagationResult, TransferConfig, class_ids_of
-from .transfer.local_edit import local_changes
+from .transfer.local_edit import local_changes, stroke_depth
 
 __all__ = ["InteractiveSession", "RoundRecord", "SUGGESTION_CRITERIA"]
 
@@ -141,6 +141,9 @@ class InteractiveSession:
         #: ``correction_masks``: ``{frame: corrected mask}``, each corrected frame's labels
         #: as a full reference mask (under its strokes, like a mask of the user's own)
         self._correction_masks: dict[int, np.ndarray] = {}
+        #: ``reference_depth``: ``{frame: (H, W) float}``, how far each pixel of a correction
+        #: stroke lies inside the region it corrects (pixels; inf elsewhere)
+        self._stroke_depth: dict[int, np.ndarray] = {}
 
     # ------------------------------------------------------------------ properties
     @property
@@ -301,6 +304,7 @@ class InteractiveSession:
         self._masks[frame_idx] = mask
         self._raster.pop(frame_idx, None)
         self._corrected.pop(frame_idx, None)  # a mask of the user's own is final there
+        self._stroke_depth.pop(frame_idx, None)
         self._pending_frames.add(frame_idx)
 
     def references(self) -> dict[int, np.ndarray]:
@@ -363,6 +367,11 @@ class InteractiveSession:
         if config.correction_masks and local:
             # the corrected frames are now clamped to their masks: nothing left to edit
             references, local = self._make_correction_masks(references, local), {}
+        transferred, hidden = self._deep_references(references, config)
+        for frame_idx, pixels in hidden.items():  # the hidden stroke pixels keep their labels
+            edit = local.get(frame_idx, lambda mask: mask)
+            local[frame_idx] = (lambda mask, edit=edit, pixels=pixels, labels=references[frame_idx]:
+                                np.where(pixels, labels, edit(mask)).astype(mask.dtype))
         edited: dict[int, np.ndarray] = {}  # each corrected frame edited once, streamed or not
         if local and on_frame is not None:
             def stream(t, mask):
@@ -371,7 +380,7 @@ class InteractiveSession:
                 on_frame(t, mask)
 
             kwargs["on_frame"] = stream
-        result = self.transfer.propagate(references, background_frames=self._background_frames(references),
+        result = self.transfer.propagate(transferred, background_frames=self._background_frames(references),
                                          correction_frames=self._correction_frames(references),
                                          **kwargs, **overrides)
         for frame_idx, edit in local.items():
@@ -419,11 +428,15 @@ class InteractiveSession:
                                                 self._scribbles.frames[frame_idx])
             if removed:  # an earlier stroke was taken away: no longer a correction
                 self._corrected.pop(frame_idx, None)
+                self._stroke_depth.pop(frame_idx, None)
                 if self._correction_masks.pop(frame_idx, None) is not None:
                     self._raster.pop(frame_idx, None)
             elif added:
                 drawn = rasterize_strokes(added, self.height, self.width, self.config.brush_width)
                 self._corrected[frame_idx] = (self.result.masks[frame_idx].copy(), drawn)
+                depth = self._stroke_depth.setdefault(frame_idx, np.full(drawn.shape, np.inf, np.float32))
+                fresh = stroke_depth(self.result.masks[frame_idx], drawn)
+                depth[drawn >= 0] = fresh[drawn >= 0]
         if not config.local_corrections:
             return {}
         edits = {}
@@ -433,6 +446,26 @@ class InteractiveSession:
             edits[frame_idx] = (lambda mask, seen=seen, drawn=drawn, reach=reach, nearest=nearest, depth=depth:
                                 local_changes(seen, mask, drawn, reach, nearest, depth))
         return edits
+
+    def _deep_references(self, references, config: TransferConfig):
+        """``reference_depth``: the references the transfer gets, without the correction
+        stroke pixels that lie less than ``reference_depth`` grid cells inside the region
+        they correct, and ``{frame: those pixels}`` (they keep their labels on their frame
+        at full resolution, but as reference cells they would be mixed cells, mostly of
+        the other label)."""
+        if config.reference_depth is None or not self._stroke_depth:
+            return references, {}
+        limit = config.reference_depth * self.transfer.stride
+        hidden = {}
+        for frame_idx, depth in self._stroke_depth.items():
+            if frame_idx in references:
+                shallow = (depth < limit) & (references[frame_idx] >= 0)
+                if shallow.any():
+                    hidden[frame_idx] = shallow
+        if not hidden:
+            return references, {}
+        kept = {f: np.where(hidden[f], UNKNOWN, m) if f in hidden else m for f, m in references.items()}
+        return {f: m for f, m in kept.items() if (m >= 0).any()}, hidden
 
     def _make_correction_masks(self, references, local) -> dict[int, np.ndarray]:
         """``correction_masks``: the frames corrected in this round get their corrected

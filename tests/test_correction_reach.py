@@ -153,3 +153,44 @@ def test_a_bad_reach_or_depth_is_refused(option, bad):
     with pytest.raises(BadInputError, match=option):
         TransferConfig(**{option: bad})
     assert getattr(TransferConfig(**{option: 2}), option) == 2.0
+
+
+def test_shallow_correction_pixels_keep_their_labels_but_are_no_references(clip):
+    """``reference_depth``: a correction's stroke pixels less than a grid cell inside the
+    region they correct are left out of the transfer's references (their cells straddle
+    that region's edge) and keep their labels on their frame; the round equals the plain
+    transfer of the references without them, those pixels painted back.  The correction:
+    object dabs on pixels shown as background up to two cells from the shown bear."""
+    from scipy import ndimage
+
+    from simwidgets.scribbles import rasterize_strokes
+
+    config = CONFIG.with_options(reference_depth=1.0, local_corrections=False)
+    session = InteractiveSession(clip, model="default", config=config)
+    first = clip.scribbles["001"].annotated_frames[0]
+    session.add_scribbles(clip.scribbles["001"])
+    one = session.propagate().masks.copy()
+    corrected = first + 4
+    stride = session.transfer.stride
+    inside = ndimage.distance_transform_edt(one[corrected] != 1)
+    band = ((one[corrected] == 0) & (inside < 2 * stride)).astype(np.int64)
+    dabs = dots(band, 1, 12, seed=5, object_id=1)
+    session.add_scribbles({corrected: dabs})
+    two = session.propagate().masks
+    references = session.references()
+    drawn = rasterize_strokes(session.scribbles.frames[corrected], one.shape[1], one.shape[2], config.brush_width)
+    expected = (drawn == 1) & (inside < stride)
+    assert expected.any() and ((drawn == 1) & ~expected).any(), "the dabs should be both shallow and deep"
+    transferred, hidden = session._deep_references(references, session.config)
+    assert set(hidden) == {corrected} and np.array_equal(hidden[corrected], expected)
+    assert (transferred[corrected][expected] == -1).all()
+    assert np.array_equal(transferred[corrected][~expected], references[corrected][~expected])
+    assert np.array_equal(transferred[first], references[first])  # the first scribbles: all of them
+    assert np.array_equal(two[corrected][drawn >= 0], drawn[drawn >= 0])  # every stroke pixel keeps its label
+    plain = session.transfer.propagate(transferred, background_frames=session._background_frames(references),
+                                       correction_frames=session._correction_frames(references))
+    painted = plain.masks.copy()
+    painted[corrected][expected] = 1
+    assert np.array_equal(two, painted)
+    # without the option every stroke pixel is a reference
+    assert session._deep_references(references, config.with_options(reference_depth=None)) == (references, {})

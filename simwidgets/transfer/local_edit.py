@@ -30,7 +30,7 @@ from __future__ import annotations
 import numpy as np
 from scipy import ndimage
 
-__all__ = ["local_changes"]
+__all__ = ["local_changes", "stroke_depth"]
 
 _EIGHT = np.ones((3, 3), bool)  # 8-connected regions
 
@@ -88,6 +88,20 @@ def local_changes(previous: np.ndarray, proposed: np.ndarray, strokes: np.ndarra
             taken &= _within_depth(previous, drawn, label, depth, reach)
         out[taken] = label
     return out
+
+
+def stroke_depth(previous: np.ndarray, strokes: np.ndarray) -> np.ndarray:
+    """``(H, W)`` float32: how far each stroke pixel lies inside the region it corrects, the
+    distance to the nearest pixel the user saw with the stroke's label (inf where nothing
+    was shown with it, and where no stroke is)."""
+    previous, strokes = np.asarray(previous), np.asarray(strokes)
+    depth = np.full(strokes.shape, np.inf, np.float32)
+    for label in np.unique(strokes[strokes >= 0]):
+        shown = previous == label
+        if shown.any():
+            drawn = strokes == label
+            depth[drawn] = ndimage.distance_transform_edt(~shown)[drawn]
+    return depth
 
 
 def _within_depth(previous, drawn, label, depth: float, reach: int) -> np.ndarray:
