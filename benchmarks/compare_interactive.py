@@ -16,9 +16,15 @@ import math
 
 
 def sequences(path):
+    """``{sequence: row}`` of the first model of a result file (or of its ``.partial.json``:
+    rows straight under the model), each row's ``curve`` the J&F after each interaction."""
     data = json.load(open(path))
-    (model,) = data["models"].values() if len(data["models"]) == 1 else [next(iter(data["models"].values()))]
-    return model["sequences"]
+    model = next(iter(data["models"].values()))
+    rows = model.get("sequences", model)
+    for row in rows.values():
+        if isinstance(row.get("curve"), dict):  # davisinteractive's timed points: per interaction instead
+            row["curve"] = [step["J&F"] for step in row["interactions"]]
+    return rows
 
 
 def figures(seqs):

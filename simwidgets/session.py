@@ -35,7 +35,7 @@ from . import checks
 from .errors import BadInputError
 from .scribbles import UNKNOWN, Scribbles, Stroke, rasterize_strokes
 from .transfer import LabelTransfer, PropagationResult, TransferConfig, class_ids_of
-from .transfer.local_edit import local_changes, stroke_depth
+from .transfer.local_edit import edge_distance, local_changes
 
 __all__ = ["InteractiveSession", "RoundRecord", "SUGGESTION_CRITERIA"]
 
@@ -141,8 +141,8 @@ class InteractiveSession:
         #: ``correction_masks``: ``{frame: corrected mask}``, each corrected frame's labels
         #: as a full reference mask (under its strokes, like a mask of the user's own)
         self._correction_masks: dict[int, np.ndarray] = {}
-        #: ``reference_depth``: ``{frame: (H, W) float}``, how far each pixel of a correction
-        #: stroke lies inside the region it corrects (pixels; inf elsewhere)
+        #: ``reference_depth``: ``{frame: (H, W) float}``, each correction stroke pixel's
+        #: distance to the edge of the mask the user saw (pixels; inf elsewhere)
         self._stroke_depth: dict[int, np.ndarray] = {}
 
     # ------------------------------------------------------------------ properties
@@ -435,7 +435,7 @@ class InteractiveSession:
                 drawn = rasterize_strokes(added, self.height, self.width, self.config.brush_width)
                 self._corrected[frame_idx] = (self.result.masks[frame_idx].copy(), drawn)
                 depth = self._stroke_depth.setdefault(frame_idx, np.full(drawn.shape, np.inf, np.float32))
-                fresh = stroke_depth(self.result.masks[frame_idx], drawn)
+                fresh = edge_distance(self.result.masks[frame_idx], drawn)
                 depth[drawn >= 0] = fresh[drawn >= 0]
         if not config.local_corrections:
             return {}
@@ -449,10 +449,10 @@ class InteractiveSession:
 
     def _deep_references(self, references, config: TransferConfig):
         """``reference_depth``: the references the transfer gets, without the correction
-        stroke pixels that lie less than ``reference_depth`` grid cells inside the region
-        they correct, and ``{frame: those pixels}`` (they keep their labels on their frame
-        at full resolution, but as reference cells they would be mixed cells, mostly of
-        the other label)."""
+        stroke pixels that lie less than ``reference_depth`` grid cells from the edge of the
+        mask the user saw with their label, and ``{frame: those pixels}`` (they keep their
+        labels on their frame at full resolution, but as reference cells they would be
+        cells that straddle that edge, their embedding partly of the other side)."""
         if config.reference_depth is None or not self._stroke_depth:
             return references, {}
         limit = config.reference_depth * self.transfer.stride

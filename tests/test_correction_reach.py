@@ -175,11 +175,17 @@ def test_shallow_correction_pixels_keep_their_labels_but_are_no_references(clip)
     inside = ndimage.distance_transform_edt(one[corrected] != 1)
     band = ((one[corrected] == 0) & (inside < 2 * stride)).astype(np.int64)
     dabs = dots(band, 1, 12, seed=5, object_id=1)
-    session.add_scribbles({corrected: dabs})
+    # and one dab deep inside the shown bear: it confirms, and its cell is the bear's own
+    deep = ndimage.distance_transform_edt(one[corrected] == 1) >= 2 * stride
+    confirm = dots(deep.astype(np.int64), 1, 1, seed=6, object_id=1)
+    session.add_scribbles({corrected: dabs + confirm})
     two = session.propagate().masks
     references = session.references()
     drawn = rasterize_strokes(session.scribbles.frames[corrected], one.shape[1], one.shape[2], config.brush_width)
-    expected = (drawn == 1) & (inside < stride)
+    shown = one[corrected] == 1
+    to_edge = np.where(shown, ndimage.distance_transform_edt(shown), inside)  # from either side
+    expected = (drawn == 1) & (to_edge < stride)
+    assert ((drawn == 1) & deep).any() and not expected[deep].any()  # the confirming dab: a reference
     assert expected.any() and ((drawn == 1) & ~expected).any(), "the dabs should be both shallow and deep"
     transferred, hidden = session._deep_references(references, session.config)
     assert set(hidden) == {corrected} and np.array_equal(hidden[corrected], expected)

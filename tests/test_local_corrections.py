@@ -15,7 +15,9 @@ from simwidgets.scribbles import rasterize_strokes
 from simwidgets.video import load_sample
 from test_session import FIRST, LAST, SCALE, dots, shrink_clip
 
-CONFIG = TransferConfig(max_references=10**6)
+#: the local-edit rule alone: the depth bounds and the reach of a correction's references,
+#: on by default, have their own tests (test_a_stroke_at_an_edge..., test_correction_reach.py)
+CONFIG = TransferConfig(max_references=10**6, local_depth=None, reference_depth=None, correction_reach=None)
 
 
 @pytest.fixture(scope="module")

@@ -28,8 +28,10 @@ The modules follow the data flow:
   what the new scribbles change;
 * :mod:`.fusion` -- how far a correction reaches: a correction round blended with the
   result it corrects (``fuse_corrections``);
+* :mod:`.reach` -- how far a correction's own references reach in time: they weigh less in
+  frames far from their frame (``correction_reach``);
 * :mod:`.local_edit` -- a correction changes its own frame only where its strokes reach
-  (``local_corrections``);
+  (``local_corrections``, ``local_depth``);
 * :mod:`.engine` -- :class:`LabelTransfer`: the sweeps, their blend, the masks.
 """
 from .cache import EmbeddingCache

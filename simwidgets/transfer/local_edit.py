@@ -30,7 +30,7 @@ from __future__ import annotations
 import numpy as np
 from scipy import ndimage
 
-__all__ = ["local_changes", "stroke_depth"]
+__all__ = ["local_changes", "edge_distance"]
 
 _EIGHT = np.ones((3, 3), bool)  # 8-connected regions
 
@@ -90,18 +90,22 @@ def local_changes(previous: np.ndarray, proposed: np.ndarray, strokes: np.ndarra
     return out
 
 
-def stroke_depth(previous: np.ndarray, strokes: np.ndarray) -> np.ndarray:
-    """``(H, W)`` float32: how far each stroke pixel lies inside the region it corrects, the
-    distance to the nearest pixel the user saw with the stroke's label (inf where nothing
-    was shown with it, and where no stroke is)."""
+def edge_distance(previous: np.ndarray, strokes: np.ndarray) -> np.ndarray:
+    """``(H, W)`` float32: each stroke pixel's distance to the edge of the region the user saw
+    with the stroke's label (from outside it for a pixel that corrects, from inside for one
+    that confirms; inf where nothing was shown with that label, and where no stroke is).
+
+    A stroke pixel closer than a grid cell to that edge lies in a cell that straddles it:
+    the cell's embedding is partly of the other side (``reference_depth``)."""
     previous, strokes = np.asarray(previous), np.asarray(strokes)
-    depth = np.full(strokes.shape, np.inf, np.float32)
+    distance = np.full(strokes.shape, np.inf, np.float32)
     for label in np.unique(strokes[strokes >= 0]):
         shown = previous == label
         if shown.any():
             drawn = strokes == label
-            depth[drawn] = ndimage.distance_transform_edt(~shown)[drawn]
-    return depth
+            to_edge = np.where(shown, ndimage.distance_transform_edt(shown), ndimage.distance_transform_edt(~shown))
+            distance[drawn] = to_edge[drawn]
+    return distance
 
 
 def _within_depth(previous, drawn, label, depth: float, reach: int) -> np.ndarray:
