@@ -17,7 +17,8 @@ from simwidgets.transfer.references import BlockKey, References
 from simwidgets.video import load_sample
 from test_session import FIRST, LAST, SCALE, dots, shrink_clip
 
-CONFIG = TransferConfig(max_references=10**6)
+#: each rule on its own: the tests below switch on the one they test
+CONFIG = TransferConfig(max_references=10**6, reference_depth=None, local_depth=None, correction_reach=None)
 
 
 @pytest.fixture(scope="module")
