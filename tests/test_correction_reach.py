@@ -12,10 +12,10 @@ from simwidgets.errors import BadInputError
 from simwidgets.session import InteractiveSession
 from simwidgets.transfer import TransferConfig, fused, knn
 from simwidgets.transfer.fused_vote import vote_candidates
-from simwidgets.transfer.reach import ReferenceFade, faded_vote_reference, rerank
+from simwidgets.transfer.reach import ReferenceFade, rerank
 from simwidgets.transfer.references import BlockKey, References
 from simwidgets.video import load_sample
-from test_session import FIRST, LAST, SCALE, dots, shrink_clip
+from test_session import FIRST, LAST, SCALE, dots, scribble_then_correct, shrink_clip
 
 #: each rule on its own: the tests below switch on the one they test
 CONFIG = TransferConfig(max_references=10**6, reference_depth=None, local_depth=None, correction_reach=None)
@@ -77,8 +77,8 @@ def test_the_faded_vote_equals_the_plain_computation(bear_embedding, use_numba):
     gen = torch.Generator().manual_seed(2)
     context_probs = [torch.softmax(3 * torch.randn(3, h, w, generator=gen), 0) for _ in context_emb]
     top_k, window = 20, 4
-    expected = faded_vote_reference(query, refs.embeddings, refs.labels, offsets,
-                                    list(zip(context_emb, context_probs)), top_k, 0.05, window)
+    expected = knn.vote_frame_reference(query, refs.embeddings, refs.labels, list(zip(context_emb, context_probs)),
+                                        top_k, 0.05, window, global_offsets=offsets)
     global_candidates = knn.topk_global(query.reshape(dim, -1).T, refs.embeddings, top_k)
     faded = rerank(*global_candidates, offsets)
     # the window match's own kernels are compared in test_transfer_fused.py (they may pick
@@ -101,16 +101,9 @@ def clip(davis_root):
 
 
 def _rounds(clip, extra_mask=False, **options):
-    session = InteractiveSession(clip, model="default", config=CONFIG.with_options(**options))
-    first = clip.scribbles["001"].annotated_frames[0]
-    session.add_scribbles(clip.scribbles["001"])
-    session.add_scribbles({first: dots(clip.masks[first], 0, 150)})
-    one = session.propagate().masks.copy()
-    session.add_scribbles(clip.scribbles["002"])
-    if extra_mask:
-        session.add_mask(0, clip.masks[0])
-    two = session.propagate().masks.copy()
-    return session, one, two
+    """Scribble 001, then correction 002 (and, with ``extra_mask``, frame 0's true mask)."""
+    between = (lambda session: session.add_mask(0, clip.masks[0])) if extra_mask else None
+    return scribble_then_correct(clip, CONFIG.with_options(**options), "default", between)
 
 
 def test_the_session_fades_only_its_corrections(clip):

@@ -13,7 +13,7 @@ from simwidgets.transfer import TransferConfig
 from simwidgets.transfer.local_edit import local_changes
 from simwidgets.scribbles import rasterize_strokes
 from simwidgets.video import load_sample
-from test_session import FIRST, LAST, SCALE, dots, shrink_clip
+from test_session import FIRST, LAST, SCALE, dots, scribble_then_correct, shrink_clip
 
 #: the local-edit rule alone: the depth bounds and the reach of a correction's references,
 #: on by default, have their own tests (test_a_stroke_at_an_edge..., test_correction_reach.py)
@@ -70,14 +70,7 @@ def _reference_rule(seen, whole, drawn, reach):
 
 
 def _two_rounds(clip, **options):
-    session = InteractiveSession(clip, model="baseline", config=CONFIG.with_options(**options))
-    first = clip.scribbles["001"].annotated_frames[0]
-    session.add_scribbles(clip.scribbles["001"])
-    session.add_scribbles({first: dots(clip.masks[first], 0, 150)})
-    one = session.propagate().masks.copy()
-    session.add_scribbles(clip.scribbles["002"])
-    two = session.propagate().masks.copy()
-    return session, one, two
+    return scribble_then_correct(clip, CONFIG.with_options(**options), "baseline")
 
 
 def test_strokes_of_several_labels_split_the_frame_between_them():

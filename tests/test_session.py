@@ -48,6 +48,22 @@ def dots(mask, value, n, seed=0, object_id=None):
     return [{"path": [[(cols[i] + 0.5) / w, (rows[i] + 0.5) / h]], "object_id": label} for i in pick]
 
 
+def scribble_then_correct(clip, config, model, between=None):
+    """``(session, round-1 masks, round-2 masks)``: the human scribble 001 plus background
+    dots on its frame, then the official correction 002 (``between(session)`` first, if
+    given)."""
+    session = InteractiveSession(clip, model=model, config=config)
+    first = clip.scribbles["001"].annotated_frames[0]
+    session.add_scribbles(clip.scribbles["001"])
+    session.add_scribbles({first: dots(clip.masks[first], 0, 150)})
+    one = session.propagate().masks.copy()
+    session.add_scribbles(clip.scribbles["002"])
+    if between is not None:
+        between(session)
+    two = session.propagate().masks.copy()
+    return session, one, two
+
+
 def box_stroke(rows, cols, shape):
     """A closed stroke around a pixel box, normalised."""
     h, w = shape

@@ -282,13 +282,22 @@ def vote_frame(
     return vote(values, index, table, temperature).T.reshape(n_classes, h, w)
 
 
-def vote_frame_reference(query, ref_embeddings, ref_labels, context, top_k: int, temperature: float, window: int):
+def vote_frame_reference(query, ref_embeddings, ref_labels, context, top_k: int, temperature: float, window: int,
+                         global_offsets=None):
     """:func:`vote_frame` the plain way (the label propagation of self-supervised
-    correspondence learning): every score in one matrix, window as a mask, one softmax."""
+    correspondence learning): every score in one matrix, window as a mask, one softmax.
+
+    ``global_offsets`` ``(R,)`` (if given) are added to the scores of each query's
+    ``top_k`` most similar references, and the other references are left out: the fade of
+    :mod:`.reach` as the engine applies it, to the kept global candidates."""
     dim, h, w = query.shape
     q = query.reshape(dim, -1).T
     inside = _window_mask(h, w, window, query.device)
-    scores, labels = [q @ ref_embeddings.T], [ref_labels]
+    global_scores = q @ ref_embeddings.T
+    if global_offsets is not None:
+        values, index = global_scores.topk(min(top_k, len(ref_embeddings)), dim=1)
+        global_scores = torch.full_like(global_scores, float("-inf")).scatter_(1, index, values + global_offsets[index])
+    scores, labels = [global_scores], [ref_labels]
     for emb, probs in context:
         scores.append((q @ emb.reshape(dim, -1)).masked_fill(~inside, float("-inf")))
         labels.append(probs.reshape(probs.shape[0], -1).T)

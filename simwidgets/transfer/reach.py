@@ -18,17 +18,17 @@ in the sweep), which is how it reaches frames that really look like it.
 
 The fade is applied to the frame's kept global candidates (the ``k`` most similar
 references, :mod:`.reuse`): their scores are lowered and the list sorted again, so a faded
-reference may lose its place in the vote to a context cell.  :func:`faded_vote_reference`
-computes the same thing the plain way (whole score matrices); tests compare the two.
+reference may lose its place in the vote to a context cell.
+:func:`~.knn.vote_frame_reference` with ``global_offsets`` computes the same thing the plain
+way (whole score matrices); tests compare the two.
 """
 from __future__ import annotations
 
 import torch
 
-from .knn import _window_mask
 from .references import References
 
-__all__ = ["ReferenceFade", "rerank", "faded_vote_reference"]
+__all__ = ["ReferenceFade", "rerank"]
 
 
 class ReferenceFade:
@@ -70,27 +70,3 @@ def rerank(values: torch.Tensor, index: torch.Tensor, offsets: torch.Tensor):
     shifted = values + offsets[index.long()]
     shifted, order = shifted.sort(dim=1, descending=True)
     return shifted, torch.gather(index, 1, order)
-
-
-def faded_vote_reference(query, ref_embeddings, ref_labels, offsets, context, top_k: int, temperature: float,
-                         window: int) -> torch.Tensor:
-    """One frame's ``(C, h, w)`` vote with faded references, the plain way: every global
-    score in one matrix, its ``top_k``, the offsets added; then the union with every
-    context cell inside the window (a mask) and one softmax over the ``top_k`` best."""
-    dim, h, w = query.shape
-    q = query.reshape(dim, -1).T
-    g_values, g_index = (q @ ref_embeddings.T).topk(min(top_k, len(ref_embeddings)), dim=1)
-    g_values = g_values + offsets[g_index]
-    inside = _window_mask(h, w, window, query.device)
-    scores, rows, tables = [g_values], [g_index], [ref_labels]
-    offset = len(ref_labels)
-    for emb, probs in context:
-        scores.append((q @ emb.reshape(dim, -1)).masked_fill(~inside, float("-inf")))
-        rows.append(torch.arange(h * w, device=q.device).expand(h * w, -1) + offset)
-        tables.append(probs.reshape(probs.shape[0], -1).T)
-        offset += h * w
-    scores, rows, table = torch.cat(scores, 1), torch.cat(rows, 1), torch.cat(tables)
-    values, pick = scores.topk(min(top_k, scores.shape[1]), dim=1)
-    weights = torch.nan_to_num(torch.softmax(values / temperature, 1), nan=0.0)
-    labels = table[torch.gather(rows, 1, pick)]
-    return (weights[..., None] * labels).sum(1).T.reshape(-1, h, w)
