@@ -98,6 +98,11 @@ def _add_train_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--arch", default=d["arch"], help="registered architecture (default %(default)s)")
     parser.add_argument("--dim", type=int, default=None, help="embedding dimension (architecture default when omitted)")
     parser.add_argument("--stride", type=int, default=None, help="output stride, 4 or 8")
+    parser.add_argument("--top-stride", type=int, default=None,
+                        help="effnet-lite0/mobilenetv2: deepest trunk level the head fuses, 16 (default) or 32 "
+                             "(adds the last, most semantic stages)")
+    parser.add_argument("--head-width", type=int, default=None,
+                        help="effnet-lite0/mobilenetv2: channels of the fusion head (default 64)")
     parser.add_argument("--colour-weight", type=float, default=None,
                         help="effnet-lite0/mobilenetv2: append each cell's Lab colour with this initial learnable weight")
     parser.add_argument("--weights", default=d["weights"],
@@ -322,7 +327,8 @@ def cmd_train(args, argv: list[str]) -> int:
     else:
         train_names, val = _train_split(args)
         arch_options = {
-            k: v for k, v in (("dim", args.dim), ("stride", args.stride), ("colour_weight", args.colour_weight))
+            k: v for k, v in (("dim", args.dim), ("stride", args.stride), ("colour_weight", args.colour_weight),
+                              ("top_stride", args.top_stride), ("head_width", args.head_width))
             if v is not None
         }
         weights = None if str(args.weights).lower() == "none" or args.arch not in PRETRAINED_ARCHS else args.weights

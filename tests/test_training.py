@@ -270,6 +270,14 @@ def test_cli_trains_on_a_davis_folder(tmp_path, write_davis, capsys):
     assert len(record["train_sequences"]) == 2 and len(record["val_sequences"]) == 1
     assert len(json.loads((tmp_path / "h.json").read_text())["history"]) == 3
     assert "validating on" in capsys.readouterr().out
+    deep = tmp_path / "deep.pt"
+    status = cli_main(["train", "--davis-root", str(root), "--out", str(deep), "--weights", "none", "--dim", "8",
+                       "--top-stride", "32", "--head-width", "12", "--steps", "1", "--crop", "64", "--batch-pairs", "1",
+                       "--n-val", "1", "--val-every", "0", "--no-progress"])
+    assert status == 0, capsys.readouterr().err
+    model = load_model(deep)
+    assert (model.top_stride, model.head_width) == (32, 12) and "32" in model.head.lateral
+    assert model.embed(video.frames[:1], device="cpu").shape[1] == 8
     status = cli_main(["train", "--davis-root", str(root), "--out", str(out), "--val-sequences", "zz", "--steps", "1"])
     assert status == 2
     assert "--val-sequences zz are not among the sequences" in capsys.readouterr().err

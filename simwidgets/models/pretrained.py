@@ -75,6 +75,8 @@ class _BackboneEmbedding(EmbeddingModel):
             raise BadInputError(f"{self.arch} supports output stride 4 or 8; got {stride}")
         if top_stride not in (8, 16, 32) or top_stride < stride:
             raise BadInputError(f"{self.arch}: top_stride must be 8, 16 or 32 and at least the stride; got {top_stride}")
+        if int(head_width) < 1:
+            raise BadInputError(f"{self.arch}: head_width must be at least 1; got {head_width}")
         self.head_width = int(head_width)
         self.top_stride = int(top_stride)
         self.pad_multiple = max(16, self.top_stride)
