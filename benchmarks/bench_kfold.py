@@ -133,7 +133,7 @@ def markdown(report: dict) -> str:
             lines.append(f"| {name} | {i} | " + " | ".join(cells) + " |")
     lines += ["", "Wall time and load per recipe: " + "; ".join(
         f"{label} {report['recipes'][label]['wall_seconds'] / 60:.1f} min, load "
-        f"{report['recipes'][label]['load_average_before']} -> {report['recipes'][label]['load_average_after']}"
+        f"{report['recipes'][label].get('load_average_before', '?')} -> {report['recipes'][label].get('load_average_after', '?')}"
         for label in labels) + "."]
     return "\n".join(lines) + "\n"
 
@@ -171,7 +171,14 @@ def main(argv=None) -> int:
                                                      "wall_seconds": 0.0})
         if entry["model"] != model or entry.get("options", {}) != own:
             entry.update(model=model, options=own, sequences={}, wall_seconds=0.0)
-        start, load = time.perf_counter(), os.getloadavg()
+        start, load, spent = time.perf_counter(), os.getloadavg(), entry["wall_seconds"]
+
+        def clock(entry=entry, start=start, load=load, spent=spent):
+            """Time and load so far: kept after each sequence, so an interrupted run still reports them."""
+            entry["wall_seconds"] = spent + time.perf_counter() - start
+            entry["load_average_before"] = [round(x, 2) for x in load]
+            entry["load_average_after"] = [round(x, 2) for x in os.getloadavg()]
+
         for fold in wanted:
             train, val = splits[fold]
             todo = [n for n in val if n not in entry["sequences"]]
@@ -185,15 +192,13 @@ def main(argv=None) -> int:
 
             def progress(name, row, fold=fold):
                 entry["sequences"][name] = {k: row[k] for k in (*KEYS, "n_frames", "seconds_per_frame")} | {"fold": fold}
+                clock()
                 print(f"  {label:18s} fold {fold} {name:18s} J {row['J']:.3f}  F {row['F']:.3f}  J&F {row['J&F']:.3f}"
                       f"  {row['seconds_per_frame']:.2f} s/frame", flush=True)
                 args.out.write_text(json.dumps(report, indent=1))
 
             videos = (load_davis_sequence(args.davis_root, n, lazy=True) for n in todo)
             evaluate_semi_supervised(videos, net, config=recipe_config, progress=progress)
-        entry["wall_seconds"] += time.perf_counter() - start
-        entry["load_average_before"] = [round(x, 2) for x in load]
-        entry["load_average_after"] = [round(x, 2) for x in os.getloadavg()]
     folds = [val for _, val in splits]
     reference = report["recipes"][args.recipe[0][0]]["sequences"]
     for label, entry in report["recipes"].items():
