@@ -42,6 +42,7 @@ from simwidgets.video import list_sequences, load_davis_sequence  # noqa: E402
 from bench_interactive import option  # noqa: E402  (NAME=VALUE, the value read as JSON)
 from simwidgets.transfer import TransferConfig  # noqa: E402
 from bench_transfer import machine  # noqa: E402
+from paired import paired_difference  # noqa: E402
 
 RESULTS = REPO / "benchmarks" / "results"
 KEYS = ("J", "F", "J&F")
@@ -83,10 +84,8 @@ def paired(rows: dict, reference: dict) -> dict:
     common = sorted(set(rows) & set(reference))
     out = {"n": len(common)}
     for key in KEYS:
-        d = np.array([rows[n][key] - reference[n][key] for n in common])
-        out[key] = float(d.mean()) if len(d) else None
-        out[key + "_se"] = float(d.std(ddof=1) / np.sqrt(len(d))) if len(d) > 1 else None
-        out[key + "_wins"] = int((d > 0).sum())
+        out[key], out[key + "_se"], out[key + "_wins"] = paired_difference(
+            rows[n][key] - reference[n][key] for n in common)
     return out
 
 

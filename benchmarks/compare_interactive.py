@@ -12,7 +12,8 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
+
+from paired import paired_difference  # benchmarks/ is on sys.path when run as a script
 
 
 def sequences(path):
@@ -40,11 +41,8 @@ def figures(seqs):
 
 
 def paired(a, b):
-    diffs = [y - x for x, y in zip(a, b)]
-    n = len(diffs)
-    mean = sum(diffs) / n
-    sd = math.sqrt(sum((d - mean) ** 2 for d in diffs) / (n - 1)) if n > 1 else 0.0
-    return mean, sd / math.sqrt(n), sum(d > 0 for d in diffs)
+    mean, se, wins = paired_difference(y - x for x, y in zip(a, b))
+    return mean, se or 0.0, wins
 
 
 def main():

@@ -16,8 +16,9 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 from pathlib import Path
+
+from paired import paired_difference  # benchmarks/ is on sys.path when run as a script
 
 KEYS = ("J", "F", "J&F")
 
@@ -38,10 +39,10 @@ def load(spec: str) -> tuple[str, dict, dict]:
 def paired(ref: dict, other: dict, key: str) -> tuple[float, float, int, int]:
     """Mean and standard error of ``other - ref`` over the shared sequences, wins, n."""
     names = [n for n in ref if n in other]
-    d = [other[n][key] - ref[n][key] for n in names]
-    mean = sum(d) / len(d)
-    se = math.sqrt(sum((x - mean) ** 2 for x in d) / (len(d) - 1) / len(d)) if len(d) > 1 else float("nan")
-    return mean, se, sum(x > 0 for x in d), len(d)
+    if not names:
+        raise SystemExit("the two recipes share no sequence")
+    mean, se, wins = paired_difference(other[n][key] - ref[n][key] for n in names)
+    return mean, float("nan") if se is None else se, wins, len(names)
 
 
 def report(specs: list[str]) -> str:
