@@ -34,6 +34,8 @@ def _add_transfer_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--no-temporal", action="store_true", help="label each frame from the references only")
     group.add_argument("--window", type=int, default=None, help="context window radius in grid cells")
     group.add_argument("--n-context", type=int, default=None, help="previous frames used as context")
+    group.add_argument("--mirror", action="store_true",
+                       help="average each frame's features with its mirror image's (twice the network time)")
     group.add_argument("--device", default=None, help="cpu, cuda, mps (default: automatic)")
     group.add_argument("--precision", choices=["auto", "fp32", "bf16", "fp16"], default=None,
                        help="network precision (default auto: fp16 on CUDA, bf16 on CPUs that have it in "
@@ -53,6 +55,8 @@ def _transfer_config(args, masks: bool = False):
     overrides = {k: v for k, v in overrides.items() if v is not None}
     if args.no_temporal:
         overrides["temporal"] = False
+    if getattr(args, "mirror", False):
+        overrides["mirror"] = True
     return TransferConfig.for_masks(**overrides) if masks else TransferConfig(**overrides)
 
 

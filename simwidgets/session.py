@@ -127,7 +127,8 @@ class InteractiveSession:
         self._masks: dict[int, np.ndarray] = {}
         self._pending_frames: set[int] = set()
         self._pending_strokes = 0
-        self._raster: dict[int, tuple[int, float, np.ndarray]] = {}
+        #: each frame's label map, under ``(strokes, brush width, its correction mask used)``
+        self._raster: dict[int, tuple[tuple[int, float, bool], np.ndarray]] = {}
         #: the options and references of the last round (what a fused correction compares)
         self._last_round: tuple[TransferConfig, dict[int, np.ndarray]] | None = None
         #: frames annotated before any result was shown: only these may get automatic
@@ -188,6 +189,7 @@ class InteractiveSession:
         The embeddings stay cached: only ``top_k``, ``temperature``, ``temporal``,
         ``window``... change, so the next :meth:`propagate` is as fast as a correction.
         """
+        self.transfer.configured(**options)  # checked first: mirror cannot change
         self.transfer.config = self.transfer.config.with_options(**options)
         self._raster.clear()  # brush_width may have changed
         return self.transfer.config
@@ -313,20 +315,27 @@ class InteractiveSession:
         A frame's reference mask (if any) first, then its strokes in the order they were
         added.  Rasterisations are cached per frame and redone only when it changes.
         """
-        brush = self.config.brush_width
+        return self._references(self.config)
+
+    def _references(self, config: TransferConfig) -> dict[int, np.ndarray]:
+        """:meth:`references` under ``config``: a corrected frame's mask
+        (``correction_masks``) stands under its strokes only while that option is on."""
+        brush = config.brush_width
+        corrected = self._correction_masks if config.correction_masks else {}
         result = {}
         for frame_idx in self.annotated_frames:
             strokes = self._scribbles.frames[frame_idx]
+            key = (len(strokes), brush, frame_idx in corrected)
             cached = self._raster.get(frame_idx)
-            if cached is not None and cached[0] == len(strokes) and cached[1] == brush:
-                result[frame_idx] = cached[2]
+            if cached is not None and cached[0] == key:
+                result[frame_idx] = cached[1]
                 continue
-            labels = self._masks.get(frame_idx, self._correction_masks.get(frame_idx))
+            labels = self._masks.get(frame_idx, corrected.get(frame_idx))
             labels = np.full((self.height, self.width), UNKNOWN, np.int64) if labels is None else labels.copy()
             if strokes:
                 drawn = rasterize_strokes(strokes, self.height, self.width, brush)
                 labels[drawn >= 0] = drawn[drawn >= 0]
-            self._raster[frame_idx] = (len(strokes), brush, labels)
+            self._raster[frame_idx] = (key, labels)
             result[frame_idx] = labels
         return result
 
@@ -349,7 +358,8 @@ class InteractiveSession:
         -------
         :class:`~simwidgets.transfer.PropagationResult` (also kept as :attr:`result`).
         """
-        references = self.references()
+        config = self.config.with_options(**overrides)  # checked: a bad option raises here
+        references = self._references(config)
         if not references:
             raise BadInputError("nothing to propagate: add scribbles (or a mask) first")
         start = time.perf_counter()
@@ -361,12 +371,11 @@ class InteractiveSession:
             kwargs["callback"] = lambda done, total: callback("propagating", done, total)
         if self.result is None:  # frames scribbled before any result was shown
             self._blank_frames |= set(references)
-        config = self.config.with_options(**overrides)  # checked: a bad option raises here
         kwargs.update(self._fusion(references, config))
         local = self._local_edits(config)
         if config.correction_masks and local:
             # the corrected frames are now clamped to their masks: nothing left to edit
-            references, local = self._make_correction_masks(references, local), {}
+            references, local = self._make_correction_masks(references, local, config), {}
         transferred, hidden = self._deep_references(references, config)
         for frame_idx, pixels in hidden.items():  # the hidden stroke pixels keep their labels
             edit = local.get(frame_idx, lambda mask: mask)
@@ -467,7 +476,7 @@ class InteractiveSession:
         kept = {f: np.where(hidden[f], UNKNOWN, m) if f in hidden else m for f, m in references.items()}
         return {f: m for f, m in kept.items() if (m >= 0).any()}, hidden
 
-    def _make_correction_masks(self, references, local) -> dict[int, np.ndarray]:
+    def _make_correction_masks(self, references, local, config: TransferConfig) -> dict[int, np.ndarray]:
         """``correction_masks``: the frames corrected in this round get their corrected
         mask (the mask the user saw, edited by :func:`~simwidgets.transfer.local_edit.local_changes`
         against a quick transfer of that frame from this round's references) as their
@@ -478,7 +487,7 @@ class InteractiveSession:
                                              correction_frames=self._correction_frames(references))
             self._correction_masks[frame_idx] = local[frame_idx](proposed).astype(np.int64)
             self._raster.pop(frame_idx, None)
-        return self.references()
+        return self._references(config)
 
     def _fusion(self, references, config: TransferConfig) -> dict:
         """``previous`` and ``changed_frames`` for the engine when this round is a correction

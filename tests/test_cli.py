@@ -268,3 +268,17 @@ def test_masks_propagate_with_the_mask_top_k_and_scribbles_with_the_default():
     assert masks.refine_radius == MASK_REFINE_RADIUS != TransferConfig().refine_radius
     args.top_k = 7
     assert _transfer_config(args, masks=True).top_k == 7 == TransferConfig.for_masks(top_k=7).top_k
+
+
+def test_mirror_embeds_each_frame_with_its_mirror_image(tmp_path):
+    """--mirror is the transfer option ``mirror`` (recorded in the JSON); the baseline, whose
+    cells look the same in a mirror, scores exactly as without it."""
+    scores = {}
+    for flag in ([], ["--mirror"]):
+        out = tmp_path / f"semi{len(flag)}.json"
+        assert main(["evaluate", "--davis-root", str(DAVIS), "--sequences", "dog-agility", "--protocol", "semi",
+                     "--model", "baseline", "--no-temporal", "--json", str(out), *flag]) == 0
+        result = json.loads(out.read_text())
+        assert result["config"]["mirror"] is bool(flag)
+        scores[bool(flag)] = result["mean"]["J&F"]
+    assert scores[True] == pytest.approx(scores[False], abs=1e-6)

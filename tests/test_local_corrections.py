@@ -222,6 +222,18 @@ def test_a_corrected_frame_becomes_a_reference_mask(clip):
     other = [t for t in range(clip.n_frames) if t not in session.annotated_frames][0]
     session.add_scribbles({other: dots(clip.masks[other], 1, 5, seed=3)})
     assert np.array_equal(session.propagate().masks[corrected], expected)
+    # the option turned off, for one round or for good: the frame is its strokes again
+    # (those of a session that never had the option), and turned on, its mask is back
+    on = session.propagate().masks
+    off = session.propagate(correction_masks=False).masks
+    assert not np.array_equal(off, on)
+    assert np.array_equal(session.references()[corrected], expected)  # still on in the session
+    session.configure(correction_masks=False)
+    assert np.array_equal(session.references()[corrected], probe.references()[corrected])
+    assert np.array_equal(session.propagate().masks, off)
+    session.configure(correction_masks=True)
+    assert np.array_equal(session.references()[corrected], expected)
+    assert np.array_equal(session.propagate().masks, on)
     # undo the correction: the frame is no reference any more
     kept = {f: list(s) for f, s in enumerate(session.scribbles.frames) if s and f != corrected}
     session.set_scribbles(kept)

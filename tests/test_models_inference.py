@@ -81,3 +81,51 @@ def test_models_without_batch_norm_folding_run_as_they_are():
     for name in ("baseline", "fcn-small"):
         net = load_model(name) if name == "baseline" else build_model(name)
         assert inference_network(net) is net
+
+
+# ----------------------------------------------------------------------------- mirror averaging
+
+def _mirrored_cells(embedding: torch.Tensor) -> torch.Tensor:
+    """A ``(T, D, h, w)`` embedding read right to left, the x coordinate of each cell kept
+    (the last two channels are the weighted (x, y) cell coordinates): what an embedding that
+    treats a mirrored frame as the same scene gives for the mirrored frame."""
+    mirrored = embedding.flip(-1).clone()
+    mirrored[:, -2] = -mirrored[:, -2]
+    return mirrored
+
+
+def test_mirror_averaged_embedding_is_the_same_for_a_mirrored_frame():
+    """With ``mirror=True`` the embedding of a mirrored frame is the mirror of the frame's
+    embedding, cell for cell (the learned trunk alone is not: its "SAME" padding is
+    lopsided, and it has learned no symmetry); real bear frames, width a multiple of 16."""
+    clip = np.ascontiguousarray(load_sample("bear").frames[:2, :240, :416])
+    flipped = np.ascontiguousarray(clip[:, :, ::-1])
+    net = load_model("default")
+    plain = net.embed(clip, device="cpu", precision="fp32")
+    plain_flipped = net.embed(flipped, device="cpu", precision="fp32")
+    averaged = net.embed(clip, device="cpu", precision="fp32", mirror=True)
+    averaged_flipped = net.embed(flipped, device="cpu", precision="fp32", mirror=True)
+    assert averaged.shape == plain.shape
+    assert torch.allclose(averaged.norm(dim=1), torch.ones(()), atol=1e-5)
+    assert torch.allclose(averaged_flipped, _mirrored_cells(averaged), atol=1e-4)
+    assert float((plain_flipped - _mirrored_cells(plain)).abs().max()) > 0.05  # the property is not free
+    # and it stays close to the plain embedding: a cell keeps its meaning
+    assert float((averaged * plain).sum(1).mean()) > 0.95
+
+
+def test_mirror_average_of_a_mirror_symmetric_embedding_changes_nothing(bear):
+    """The hand-crafted baseline (each cell's mean colour and position) treats both views
+    alike: averaging them gives the plain embedding, on a full 854-pixel-wide frame (padded
+    to the stride before mirroring, so the cells line up)."""
+    net = load_model("baseline")
+    frames = np.asarray(bear.frames[:2])
+    plain = net.embed(frames, device="cpu")
+    assert torch.allclose(net.embed(frames, device="cpu", mirror=True), plain, atol=1e-5)
+
+
+def test_mirror_averaging_refuses_a_width_off_the_grid():
+    net = load_model("baseline")
+    from simwidgets.errors import BadInputError
+
+    with pytest.raises(BadInputError, match="multiple of the stride"):
+        net.mirror_averaged(torch.zeros((1, 3, 16, 30)))

@@ -192,3 +192,24 @@ def test_the_default_window_is_the_same_in_pixels_at_every_stride():
     engine.propagate({0: video.masks[0]})
     keys = list(engine.local_pool.keys())
     assert keys and {key.window for key in keys} == {6}
+
+
+def test_a_mirrored_transfer_embeds_each_frame_with_its_mirror_image_and_keeps_to_it(bear):
+    """``TransferConfig(mirror=True)``: the cached embeddings are the model's mirror-averaged
+    ones, and the option cannot change for the transfer's life (nor a session's), since the
+    kept embeddings and candidates were made with it; a refused change leaves the options."""
+    from simwidgets.models import load_model
+    from simwidgets.session import InteractiveSession
+
+    frames = np.ascontiguousarray(bear.frames[:3, :240, :416])
+    model = load_model("default")
+    engine = LabelTransfer(frames, model=model, config=TransferConfig(mirror=True))
+    want = model.embed(frames, device="cpu", mirror=True)
+    assert torch.allclose(engine.cache[1], want[1], atol=2e-2)  # stored as float16
+    assert not torch.allclose(want[1], model.embed(frames[1], device="cpu"), atol=2e-2)
+    with pytest.raises(BadInputError, match="mirror is fixed"):
+        engine.propagate({0: (bear.masks[0][:240, :416] > 0).astype(np.int64)}, mirror=False)
+    session = InteractiveSession(frames, model=model)
+    with pytest.raises(BadInputError, match="mirror is fixed"):
+        session.configure(mirror=True, top_k=3)
+    assert session.config.mirror is False and session.config.top_k == TransferConfig().top_k

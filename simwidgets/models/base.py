@@ -116,12 +116,33 @@ class EmbeddingModel(nn.Module):
         raise NotImplementedError
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        feats = self.features(x)
+        return self.finish_features(self.features(x))
+
+    def finish_features(self, feats: torch.Tensor) -> torch.Tensor:
+        """``features(x)`` -> the embedding: the ``(x, y)`` channels appended (when
+        ``coord_weight > 0``), then every cell's vector L2-normalised."""
         if self.coord_weight > 0:
             b, _, h, w = feats.shape
             coords = coordinate_channels(b, h, w, feats.device, feats.dtype) * self.coord_weight
             feats = torch.cat([feats, coords], dim=1)
         return F.normalize(feats.float(), dim=1)
+
+    def merge_mirrored(self, feats: torch.Tensor, mirrored: torch.Tensor) -> torch.Tensor:
+        """Combine ``features(x)`` with ``features(x mirrored)`` mirrored back (same cells):
+        their mean.  Architectures whose features have parts of fixed length override it."""
+        return 0.5 * (feats.float() + mirrored.float())
+
+    def mirror_averaged(self, x: torch.Tensor) -> torch.Tensor:
+        """The embedding of ``x`` from the features of ``x`` and of its left-right mirror
+        image (mirrored back before they are merged), so a cell's vector does not depend on
+        which way the scene faces.  ``x``'s width must be a multiple of the stride, so the
+        mirrored grid falls on the same cells (:meth:`embed` pads it so)."""
+        if x.shape[-1] % self.stride:
+            raise BadInputError(f"mirror averaging needs a width that is a multiple of the stride {self.stride}; "
+                                f"got {x.shape[-1]}")
+        feats = self.features(x)
+        mirrored = self.features(x.flip(-1)).flip(-1)
+        return self.finish_features(self.merge_mirrored(feats, mirrored))
 
     def grid_size(self, height: int, width: int) -> tuple[int, int]:
         """Embedding grid ``(h, w)`` of a ``height x width`` frame."""
@@ -135,6 +156,7 @@ class EmbeddingModel(nn.Module):
         batch_size: int | None = None,
         progress: bool = False,
         precision: str | None = None,
+        mirror: bool = False,
     ) -> torch.Tensor:
         """Embed uint8 frames ``(T, H, W, 3)`` (or one ``(H, W, 3)`` frame).
 
@@ -145,7 +167,9 @@ class EmbeddingModel(nn.Module):
         the network runs in float16 on CUDA and bfloat16 on CPUs with hardware support,
         unless the model opts out (:attr:`reduced_precision`) or ``"fp32"`` is asked.
         ``batch_size`` frames go through the network at once (None:
-        :func:`simwidgets.device.embedding_batch_size`, one on a CPU).
+        :func:`simwidgets.device.embedding_batch_size`, one on a CPU).  ``mirror``: each
+        frame's features are averaged with those of its mirror image
+        (:meth:`mirror_averaged`; twice the network time).
         """
         single = getattr(frames, "ndim", None) == 3
         if single:
@@ -179,7 +203,7 @@ class EmbeddingModel(nn.Module):
             if pad_h or pad_w:
                 x = F.pad(x, (0, pad_w, 0, pad_h), mode="replicate")
             with torch.autocast(device_type=device.type, dtype=dtype or torch.float32, enabled=dtype is not None):
-                emb = network(x)
+                emb = network.mirror_averaged(x) if mirror else network(x)
             if emb.shape[-2] < h or emb.shape[-1] < w:
                 raise RuntimeError(
                     f"{type(self).__name__} produced a {tuple(emb.shape[-2:])} grid; expected at least {(h, w)}"

@@ -118,6 +118,16 @@ class _BackboneEmbedding(EmbeddingModel):
     def features(self, x: torch.Tensor) -> torch.Tensor:
         return self._assemble(self.backbone(x), x)
 
+    def merge_mirrored(self, feats: torch.Tensor, mirrored: torch.Tensor) -> torch.Tensor:
+        """The mean of the two, with the learned part put back on the unit sphere when it
+        lies there (``colour_weight > 0``, see :meth:`_assemble`): where the two views
+        disagree their mean is shorter, and colour would otherwise outweigh it there."""
+        merged = super().merge_mirrored(feats, mirrored)
+        if self.colour_weight > 0:
+            learned = merged.shape[1] - 3
+            merged = torch.cat([F.normalize(merged[:, :learned], dim=1), merged[:, learned:]], dim=1)
+        return merged
+
     def embed_levels(self, levels: dict[int, torch.Tensor], x: torch.Tensor) -> torch.Tensor:
         """The forward pass from precomputed backbone levels ``levels = self.backbone(x)``.
 

@@ -28,13 +28,17 @@ class EmbeddingCache:
     device : compute device (automatic when None); the store lives there on CUDA, else on CPU
     batch_size : frames embedded per call of the model (None:
         :func:`~simwidgets.device.embedding_batch_size`, one on a CPU)
+    mirror : embed each frame together with its mirror image (``model.embed(mirror=True)``);
+        fixed for the cache's life, like every stored embedding
 
     ``n_computed`` counts frames actually embedded by the model, so reuse can be checked.
     """
 
-    def __init__(self, model: EmbeddingModel, frames, device=None, batch_size: int | None = None, dtype=torch.float16):
+    def __init__(self, model: EmbeddingModel, frames, device=None, batch_size: int | None = None, dtype=torch.float16,
+                 mirror: bool = False):
         frames = checks.video_frames(frames)
         self.model = model
+        self.mirror = checks.boolean(mirror, "mirror")
         self.frames = frames
         self.device = pick_device(device)
         self.batch_size = (embedding_batch_size(self.device) if batch_size is None
@@ -81,7 +85,7 @@ class EmbeddingCache:
         for start in range(0, len(missing), self.batch_size):
             batch = missing[start : start + self.batch_size]
             chunk = np.stack([np.asarray(self.frames[i]) for i in batch])
-            emb = self.model.embed(chunk, device=self.device, batch_size=self.batch_size)
+            emb = self.model.embed(chunk, device=self.device, batch_size=self.batch_size, mirror=self.mirror)
             self._store[batch] = emb.to(self.storage_device, self._store.dtype)
             self._done[batch] = True
             self.n_computed += len(batch)

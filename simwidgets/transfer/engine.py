@@ -104,7 +104,7 @@ class LabelTransfer:
             raise BadInputError(f"config must be a TransferConfig; got {type(config).__name__}")
         self.model = load_model(model)
         self.config = config or TransferConfig()
-        self._cache = EmbeddingCache(self.model, frames, device=device)
+        self._cache = EmbeddingCache(self.model, frames, device=device, mirror=self.config.mirror)
         self.device = self._cache.device
         self.n_frames, self.height, self.width = self._cache.n_frames, self._cache.height, self._cache.width
         self.grid = self._cache.grid
@@ -115,6 +115,19 @@ class LabelTransfer:
         #: whether the global match uses the fused numba kernel (when installed; tests set
         #: False to compare it with the plain torch path)
         self.fused = fused.available()
+
+    def configured(self, **overrides) -> TransferConfig:
+        """This transfer's options with ``overrides`` (checked), at its model's stride.
+
+        ``mirror`` cannot change: the cached embeddings were made with or without the
+        mirror image, and every kept candidate was matched against them."""
+        config = self.config.with_options(**overrides)
+        if config.mirror != self.cache.mirror:
+            raise BadInputError(
+                f"mirror is fixed when the transfer is made (its embeddings are cached with mirror="
+                f"{self.cache.mirror}); start a new one with TransferConfig(mirror={config.mirror})"
+            )
+        return config.for_stride(self.stride)
 
     @property
     def cache(self) -> EmbeddingCache:
@@ -327,7 +340,7 @@ class LabelTransfer:
         PropagationResult with ``masks`` ``(T, H, W)`` uint8.
         """
         start = time.perf_counter()
-        config = self.config.with_options(**overrides).for_stride(self.stride)
+        config = self.configured(**overrides)
         references = normalise_references(references, self.n_frames, self.height, self.width, config.brush_width)
         class_ids = class_ids_of(references)
         annotated = sorted(references)
@@ -429,7 +442,7 @@ class LabelTransfer:
         """A quick ``(H, W)`` mask of one frame from the references alone (no temporal
         context), to show on screen at once while the whole round runs: it embeds only
         the annotated frames and this one, and votes this frame only."""
-        config = self.config.with_options(**overrides, temporal=False).for_stride(self.stride)
+        config = self.configured(**overrides, temporal=False)
         frame_idx = checks.frame_index(frame_idx, self.n_frames)
         references = normalise_references(references, self.n_frames, self.height, self.width, config.brush_width)
         self.cache.ensure(sorted(set(references) | {frame_idx}))
