@@ -153,3 +153,18 @@ def test_embedding_batch_size_is_one_frame_on_a_cpu_and_the_result_does_not_depe
     assert EmbeddingCache(model, frames, device="cpu").batch_size == 1
     with pytest.raises(BadInputError, match="batch_size"):
         model.embed(frames, device="cpu", batch_size=0)
+
+
+@pytest.mark.parametrize("flags, native", [
+    ({"avx2", "avx512f", "avx512_bf16"}, True),
+    ({"avx2", "amx_bf16"}, True),
+    ({"avx2", "avx512f"}, False),  # oneDNN emulates bfloat16 there: slower than float32
+])
+def test_bfloat16_counts_as_native_only_with_its_x86_units(monkeypatch, flags, native):
+    """On x86 Linux the CPU's flags decide, not oneDNN's "supported" (True when emulated)."""
+    monkeypatch.setattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", lambda: True, raising=False)
+    monkeypatch.setattr(device_module.platform, "machine", lambda: "x86_64")
+    monkeypatch.setattr(device_module, "_cpu_flags", lambda: flags)
+    assert device_module._cpu_has_native_bf16() is native
+    assert autocast_dtype(CPU, "auto") == (torch.bfloat16 if native else None)
+
