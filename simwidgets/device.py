@@ -90,9 +90,9 @@ def _cpu_has_native_bf16() -> bool:
     """True where bfloat16 runs in hardware (AVX512-BF16 or AMX), not emulated.
 
     oneDNN's own answer (``_is_mkldnn_bf16_supported``) is also True on AVX-512 CPUs
-    without those units, where it emulates bfloat16: there the network ran 30 % slower than
-    in float32 (5.7 against 8.3 frames/s at 480p on a 2-core Xeon,
-    ``benchmarks/bench_transfer.py --parts fps``).  So on x86 Linux the CPU's flags decide."""
+    without those units, where it emulates bfloat16: there the network ran about 25 % slower
+    than in float32 (5.4-6.8 against 7.1-9.2 frames/s at 480p on a 2-core Xeon,
+    ``benchmarks/results/embedding_precision.md``).  So on x86 Linux the CPU's flags decide."""
     try:
         supported = bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
     except (AttributeError, RuntimeError):

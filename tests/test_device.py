@@ -167,4 +167,3 @@ def test_bfloat16_counts_as_native_only_with_its_x86_units(monkeypatch, flags, n
     monkeypatch.setattr(device_module, "_cpu_flags", lambda: flags)
     assert device_module._cpu_has_native_bf16() is native
     assert autocast_dtype(CPU, "auto") == (torch.bfloat16 if native else None)
-

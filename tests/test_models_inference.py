@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import torch
 
+from simwidgets.errors import BadInputError
 from simwidgets.models import build_model, load_model, save_checkpoint
 from simwidgets.models.inference import fold_batchnorm, inference_network
 from simwidgets.video import load_sample
@@ -125,7 +126,5 @@ def test_mirror_average_of_a_mirror_symmetric_embedding_changes_nothing(bear):
 
 def test_mirror_averaging_refuses_a_width_off_the_grid():
     net = load_model("baseline")
-    from simwidgets.errors import BadInputError
-
     with pytest.raises(BadInputError, match="multiple of the stride"):
         net.mirror_averaged(torch.zeros((1, 3, 16, 30)))

@@ -15,7 +15,7 @@ from torch import nn
 
 from ..errors import BadInputError
 from .backbones import EfficientNetLite0, MobileNetV2Features, load_backbone_weights
-from .base import EmbeddingModel, coordinate_channels, register_arch
+from .base import EmbeddingModel, register_arch
 from .baseline import cell_colour
 
 __all__ = ["EfficientNetLiteEmbedding", "MobileNetV2Embedding"]
@@ -134,12 +134,7 @@ class _BackboneEmbedding(EmbeddingModel):
         Lets test-time adaptation run the frozen backbone once and train only the head.
         Same result as ``self(x)``: head (plus colour), coordinates, L2 normalisation.
         """
-        feats = self._assemble(levels, x)
-        if self.coord_weight > 0:
-            b, _, h, w = feats.shape
-            coords = coordinate_channels(b, h, w, feats.device, feats.dtype) * self.coord_weight
-            feats = torch.cat([feats, coords], dim=1)
-        return F.normalize(feats.float(), dim=1)
+        return self.finish_features(self._assemble(levels, x))
 
 
 @register_arch("effnet-lite0")
