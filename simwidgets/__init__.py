@@ -41,6 +41,7 @@ _LAZY = {
     "save_checkpoint": "models",
     "EmbeddingModel": "models",
     "as_embedding": "models",
+    "precompile": "models",
     "pick_device": "device",
     "describe_device": "device",
     "evaluate_masks": "evaluation",

@@ -1,4 +1,4 @@
-"""Command line: ``python -m simwidgets {propagate,evaluate,train} ...``.
+"""Command line: ``python -m simwidgets {propagate,evaluate,train,compile} ...``.
 
 Headless counterparts of the notebooks, for batch runs and benchmarks.  Bad arguments
 (missing folder, unknown sequence, an output path that is a file, a mask of the wrong
@@ -34,8 +34,9 @@ def _add_transfer_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--no-temporal", action="store_true", help="label each frame from the references only")
     group.add_argument("--window", type=int, default=None, help="context window radius in grid cells")
     group.add_argument("--n-context", type=int, default=None, help="previous frames used as context")
-    group.add_argument("--mirror", action="store_true",
-                       help="average each frame's features with its mirror image's (twice the network time)")
+    group.add_argument("--mirror", action=argparse.BooleanOptionalAction, default=None,
+                       help="average each frame's features with its mirror image's (1.7-1.8x the network time; "
+                            "default: on for full masks, off for scribbles)")
     group.add_argument("--device", default=None, help="cpu, cuda, mps (default: automatic)")
     group.add_argument("--precision", choices=["auto", "fp32", "bf16", "fp16"], default=None,
                        help="network precision (default auto: fp16 on CUDA, bf16 on CPUs that have it in "
@@ -55,8 +56,8 @@ def _transfer_config(args, masks: bool = False):
     overrides = {k: v for k, v in overrides.items() if v is not None}
     if args.no_temporal:
         overrides["temporal"] = False
-    if getattr(args, "mirror", False):
-        overrides["mirror"] = True
+    if getattr(args, "mirror", None) is not None:
+        overrides["mirror"] = args.mirror
     return TransferConfig.for_masks(**overrides) if masks else TransferConfig(**overrides)
 
 
@@ -179,7 +180,41 @@ def build_parser() -> argparse.ArgumentParser:
 
     tr = commands.add_parser("train", help="train an embedding network on DAVIS-layout folders")
     _add_train_arguments(tr)
+
+    co = commands.add_parser("compile", help="compile the embedding network for this CPU, once per frame size "
+                                             "(later embeddings of that size run it)")
+    co.add_argument("--model", default="default", help="'default' (shipped model) or a checkpoint path")
+    co.add_argument("--size", default="480x854", help="frame size HEIGHTxWIDTH (default %(default)s, DAVIS 480p)")
+    co.add_argument("--mirror", action="store_true", help="the network with mirror averaging (--mirror elsewhere)")
+    co.add_argument("--precision", choices=["auto", "fp32", "bf16"], default=None,
+                    help="network precision (default auto); sets $SIMWIDGETS_PRECISION")
     return parser
+
+
+# ----------------------------------------------------------------------------- compile
+
+def _frame_size(text: str) -> tuple[int, int]:
+    parts = text.lower().split("x")
+    if len(parts) != 2 or not all(p.strip().isdigit() and int(p) > 0 for p in parts):
+        raise BadInputError(f"--size must be HEIGHTxWIDTH in pixels, like 480x854; got {text!r}")
+    return int(parts[0]), int(parts[1])
+
+
+def cmd_compile(args) -> int:
+    from .models import load_model
+    from .models.compiled import package_path, precompile
+
+    height, width = _frame_size(args.size)
+    model = load_model(args.model)
+    path = package_path(model, height, width, mirror=args.mirror)
+    if path.is_file():
+        print(f"already compiled: {path}")
+        return 0
+    start = time.perf_counter()
+    path = precompile(model, height, width, mirror=args.mirror)
+    print(f"compiled {args.model} for {height}x{width} frames{' with mirror averaging' if args.mirror else ''} "
+          f"in {time.perf_counter() - start:.0f} s: {path}")
+    return 0
 
 
 # ----------------------------------------------------------------------------- propagate
@@ -378,10 +413,16 @@ def main(argv=None) -> int:
             from .device import PRECISION_ENV_VAR
 
             os.environ[PRECISION_ENV_VAR] = args.precision
+        if getattr(args, "compile", None):
+            from .models.compiled import COMPILE_ENV_VAR
+
+            os.environ[COMPILE_ENV_VAR] = args.compile
         if args.command == "propagate":
             return cmd_propagate(args)
         if args.command == "evaluate":
             return cmd_evaluate(args)
+        if args.command == "compile":
+            return cmd_compile(args)
         return cmd_train(args, argv)
     except BadInputError as error:
         print(f"error: {error}", file=sys.stderr)

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from simwidgets.cli import main
+from simwidgets.cli import _transfer_config, build_parser, main
 
 REPO = Path(__file__).resolve().parent.parent
 DAVIS = REPO / "data" / "davis"
@@ -271,14 +271,18 @@ def test_masks_propagate_with_the_mask_top_k_and_scribbles_with_the_default():
 
 
 def test_mirror_embeds_each_frame_with_its_mirror_image(tmp_path):
-    """--mirror is the transfer option ``mirror`` (recorded in the JSON); the baseline, whose
-    cells look the same in a mirror, scores exactly as without it."""
+    """--mirror/--no-mirror is the transfer option ``mirror`` (recorded in the JSON), on by
+    default for full masks; the baseline, whose cells look the same in a mirror, scores
+    exactly as without it."""
     scores = {}
-    for flag in ([], ["--mirror"]):
-        out = tmp_path / f"semi{len(flag)}.json"
+    for flag, want in (([], True), (["--no-mirror"], False), (["--mirror"], True)):
+        out = tmp_path / f"semi{len(flag)}{want}.json"
         assert main(["evaluate", "--davis-root", str(DAVIS), "--sequences", "dog-agility", "--protocol", "semi",
                      "--model", "baseline", "--no-temporal", "--json", str(out), *flag]) == 0
         result = json.loads(out.read_text())
-        assert result["config"]["mirror"] is bool(flag)
-        scores[bool(flag)] = result["mean"]["J&F"]
+        assert result["config"]["mirror"] is want
+        scores[want] = result["mean"]["J&F"]
     assert scores[True] == pytest.approx(scores[False], abs=1e-6)
+    args = build_parser().parse_args(["propagate", "--davis-root", "x", "--sequence", "s", "--scribbles", "f.json",
+                                      "--out", "o"])
+    assert _transfer_config(args).mirror is False and _transfer_config(args, masks=True).mirror is True

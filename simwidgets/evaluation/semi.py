@@ -58,7 +58,8 @@ def evaluate_semi_supervised(
         so a generator loads one video at a time
     model : an EmbeddingModel or a name/path for :func:`~simwidgets.models.load_model`
     config : :class:`~simwidgets.transfer.TransferConfig`; None:
-        ``TransferConfig.for_masks()`` (the defaults, with the ``top_k`` for full masks)
+        ``TransferConfig.for_masks()`` (the defaults, with the ``top_k``, guided-filter
+        radius and mirror averaging for full masks)
     max_frames, scale : evaluate on the first frames only, resized (training validation)
     save_masks : write ``save_masks/<name>/%05d.png`` for every video
     progress : called as ``progress(name, row)`` after each video

@@ -8,7 +8,9 @@ Every embedding in simwidgets is an :class:`EmbeddingModel` (the contract is in
 * :mod:`~simwidgets.models.pretrained` -- a fusion head on an ImageNet trunk
   (:mod:`~simwidgets.models.backbones`), the shipped default;
 * :mod:`~simwidgets.models.custom` -- :func:`as_embedding`: your own network, in one line;
-* :mod:`~simwidgets.models.checkpoint` -- save, load, and the shipped model.
+* :mod:`~simwidgets.models.checkpoint` -- save, load, and the shipped model;
+* :mod:`~simwidgets.models.compiled` -- :func:`precompile`: the network compiled for this
+  CPU once, kept on disk, run by every later embedding of that frame size.
 
 Importing this package imports every architecture, so the registry that
 :func:`build_model` and :func:`load_model` use is always complete.
@@ -19,6 +21,7 @@ from .base import EmbeddingModel, available_archs, build_model, coordinate_chann
 from .baseline import ColourPositionEmbedding, rgb_to_lab
 from .custom import NetworkEmbedding, as_embedding
 from .checkpoint import CHECKPOINT_FORMAT, default_model_path, load_checkpoint, load_model, save_checkpoint
+from .compiled import compiled_cache_dir, precompile
 from .fcn import SmallFCN
 from .pretrained import EfficientNetLiteEmbedding, MobileNetV2Embedding
 
@@ -42,4 +45,6 @@ __all__ = [
     "load_backbone_weights",
     "pretrained_weights_path",
     "CHECKPOINT_FORMAT",
+    "precompile",
+    "compiled_cache_dir",
 ]

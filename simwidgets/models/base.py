@@ -30,6 +30,7 @@ from ..device import autocast_dtype, embedding_batch_size, pick_device
 from .. import checks
 from ..checks import video_frames
 from ..errors import BadInputError
+from .compiled import compile_policy, compiled_runner
 from .inference import inference_network
 
 __all__ = ["EmbeddingModel", "register_arch", "build_model", "available_archs", "is_registered", "coordinate_channels"]
@@ -157,6 +158,7 @@ class EmbeddingModel(nn.Module):
         progress: bool = False,
         precision: str | None = None,
         mirror: bool = False,
+        compile: str | bool | None = None,
     ) -> torch.Tensor:
         """Embed uint8 frames ``(T, H, W, 3)`` (or one ``(H, W, 3)`` frame).
 
@@ -169,7 +171,10 @@ class EmbeddingModel(nn.Module):
         ``batch_size`` frames go through the network at once (None:
         :func:`simwidgets.device.embedding_batch_size`, one on a CPU).  ``mirror``: each
         frame's features are averaged with those of its mirror image
-        (:meth:`mirror_averaged`; twice the network time).
+        (:meth:`mirror_averaged`; 1.7-1.8x the network time).  ``compile`` (``cached``,
+        ``build`` or ``off``; None: ``$SIMWIDGETS_COMPILE``, else ``cached``): on a CPU, run
+        the network from a package compiled ahead of time for this CPU when there is one
+        (:mod:`simwidgets.models.compiled`; same result, about 3x faster on a 2-core Xeon).
         """
         single = getattr(frames, "ndim", None) == 3
         if single:
@@ -189,6 +194,10 @@ class EmbeddingModel(nn.Module):
         pad_h = (-height) % multiple
         pad_w = (-width) % multiple
         network = inference_network(self)  # batch norms folded, where the model allows it
+        policy = compile_policy(compile)
+        runner = None
+        if device.type == "cpu" and policy != "off":
+            runner = compiled_runner(network, (batch_size, 3, height + pad_h, width + pad_w), dtype, bool(mirror), policy)
         out = torch.empty((n, self.dim, h, w), dtype=torch.float32, device=device)
         batches = range(0, n, batch_size)
         if progress:
@@ -202,8 +211,13 @@ class EmbeddingModel(nn.Module):
             x = torch.from_numpy(chunk).to(device).permute(0, 3, 1, 2).float().div_(255.0)
             if pad_h or pad_w:
                 x = F.pad(x, (0, pad_w, 0, pad_h), mode="replicate")
-            with torch.autocast(device_type=device.type, dtype=dtype or torch.float32, enabled=dtype is not None):
-                emb = network.mirror_averaged(x) if mirror else network(x)
+            if runner is not None:
+                # the package was compiled for full batches: the last one is filled up with
+                # copies of its last frame, whose embeddings are dropped
+                emb = runner(torch.cat([x, x[-1:].expand(batch_size - len(x), -1, -1, -1)]))[: len(x)]
+            else:
+                with torch.autocast(device_type=device.type, dtype=dtype or torch.float32, enabled=dtype is not None):
+                    emb = network.mirror_averaged(x) if mirror else network(x)
             if emb.shape[-2] < h or emb.shape[-1] < w:
                 raise RuntimeError(
                     f"{type(self).__name__} produced a {tuple(emb.shape[-2:])} grid; expected at least {(h, w)}"

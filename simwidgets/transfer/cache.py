@@ -14,6 +14,7 @@ from .. import checks
 from ..device import embedding_batch_size, pick_device
 from ..errors import BadInputError
 from ..models import EmbeddingModel
+from ..models.compiled import compile_policy
 
 __all__ = ["EmbeddingCache"]
 
@@ -30,15 +31,19 @@ class EmbeddingCache:
         :func:`~simwidgets.device.embedding_batch_size`, one on a CPU)
     mirror : embed each frame together with its mirror image (``model.embed(mirror=True)``);
         fixed for the cache's life, like every stored embedding
+    compile : run the network compiled for this CPU (``cached``: when a package is on disk,
+        ``build``: build it when missing, ``off``; None: ``$SIMWIDGETS_COMPILE``, else
+        ``cached``; see :mod:`simwidgets.models.compiled`); the embeddings are the same
 
     ``n_computed`` counts frames actually embedded by the model, so reuse can be checked.
     """
 
     def __init__(self, model: EmbeddingModel, frames, device=None, batch_size: int | None = None, dtype=torch.float16,
-                 mirror: bool = False):
+                 mirror: bool = False, compile: str | bool | None = None):
         frames = checks.video_frames(frames)
         self.model = model
         self.mirror = checks.boolean(mirror, "mirror")
+        self.compile = compile_policy(compile)
         self.frames = frames
         self.device = pick_device(device)
         self.batch_size = (embedding_batch_size(self.device) if batch_size is None
@@ -85,7 +90,8 @@ class EmbeddingCache:
         for start in range(0, len(missing), self.batch_size):
             batch = missing[start : start + self.batch_size]
             chunk = np.stack([np.asarray(self.frames[i]) for i in batch])
-            emb = self.model.embed(chunk, device=self.device, batch_size=self.batch_size, mirror=self.mirror)
+            emb = self.model.embed(chunk, device=self.device, batch_size=self.batch_size, mirror=self.mirror,
+                                   compile=self.compile)
             self._store[batch] = emb.to(self.storage_device, self._store.dtype)
             self._done[batch] = True
             self.n_computed += len(batch)

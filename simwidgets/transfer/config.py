@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from .. import checks
 from ..errors import BadInputError
 
-__all__ = ["TransferConfig", "WINDOW_PIXELS", "MASK_TOP_K", "MASK_REFINE_RADIUS"]
+__all__ = ["TransferConfig", "WINDOW_PIXELS", "MASK_TOP_K", "MASK_REFINE_RADIUS", "MASK_MIRROR"]
 
 #: radius of the temporal context's spatial window, in pixels, when ``window`` is None
 WINDOW_PIXELS = 48
@@ -33,6 +33,14 @@ MASK_TOP_K = 5
 #: +0.007 and J +0.004 (``benchmarks/results/kfold_mask_options.md``).  The interactive
 #: loop keeps 1: it was not measured there
 MASK_REFINE_RADIUS = 2
+
+#: ``mirror`` for propagating full masks (:meth:`TransferConfig.for_masks`).  On the 5-fold
+#: scheme (the fold models retrained 2026-12-07) semi-supervised J&F 0.830 against 0.822:
+#: +0.008 ± 0.002 per sequence, higher on 18 of 25, J +0.006 and F +0.010
+#: (``benchmarks/results/kfold_mirror.md``), for 1.7-1.8x the network time (less with the
+#: network compiled for the CPU, :mod:`simwidgets.models.compiled`).  The interactive loop
+#: keeps it off: it doubles the first round's network time and was not measured there
+MASK_MIRROR = True
 
 
 @dataclass(frozen=True)
@@ -143,12 +151,13 @@ class TransferConfig:
         depth rules, final J&F +0.003 ± 0.003 (higher on 18 of 28 sequences) and AUC +0.003
         ± 0.002 (see ``reference_depth`` for the other figures)
     mirror : embed each frame together with its left-right mirror image and average the
-        two (:meth:`~simwidgets.models.EmbeddingModel.mirror_averaged`; twice the
+        two (:meth:`~simwidgets.models.EmbeddingModel.mirror_averaged`; 1.7-1.8x the
         network time), so a cell's vector does not depend on which way the scene faces.
         Fixed for a :class:`~simwidgets.transfer.LabelTransfer`'s (or a session's) life:
         its embeddings are cached.  On the 5-fold scheme (full masks) semi-supervised J&F
         0.830 against 0.822: +0.008 ± 0.002, higher on 18 of 25 sequences, F +0.010
-        (``benchmarks/results/kfold_mirror.md``)
+        (``benchmarks/results/kfold_mirror.md``); on by default for full masks
+        (:data:`MASK_MIRROR`), off for scribbles
     """
 
     top_k: int = 20
@@ -200,11 +209,12 @@ class TransferConfig:
 
     @classmethod
     def for_masks(cls, **options) -> "TransferConfig":
-        """Options for propagating full masks (semi-supervised): ``top_k`` :data:`MASK_TOP_K`
-        and ``refine_radius`` :data:`MASK_REFINE_RADIUS` unless given; what
+        """Options for propagating full masks (semi-supervised): ``top_k`` :data:`MASK_TOP_K`,
+        ``refine_radius`` :data:`MASK_REFINE_RADIUS` and ``mirror`` :data:`MASK_MIRROR` unless given; what
         :func:`~simwidgets.evaluation.evaluate_semi_supervised` and the CLI's
         ``--first-mask``/``--masks`` use."""
-        return cls().with_options(**({"top_k": MASK_TOP_K, "refine_radius": MASK_REFINE_RADIUS} | options))
+        defaults = {"top_k": MASK_TOP_K, "refine_radius": MASK_REFINE_RADIUS, "mirror": MASK_MIRROR}
+        return cls().with_options(**(defaults | options))
 
     def for_stride(self, stride: int) -> "TransferConfig":
         """This configuration with ``window`` in cells for a model of this output stride."""
