@@ -61,6 +61,17 @@ def test_compiled_network_embeds_as_the_plain_one_and_is_loaded_from_disk(built,
     assert loads == [path, path] and torch.allclose(again, plain, atol=1e-4)
 
 
+def test_precompile_leaves_the_model_as_it_was(built, clip):
+    """A model in training mode is compiled as embed runs it (eval) and left training."""
+    model, path = built
+    model.train()
+    try:
+        assert precompile(model, *clip.shape[1:3], precision="fp32") == path
+        assert model.training
+    finally:
+        model.eval()
+
+
 def test_a_package_is_never_used_for_other_weights(built, clip, monkeypatch):
     """Changed weights name another package: under the default policy the network then runs
     uncompiled, with the new weights, rather than the package of the old ones."""

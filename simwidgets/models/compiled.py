@@ -267,17 +267,26 @@ def precompile(model="default", height: int = 480, width: int = 854, mirror: boo
         model = load_model(model)
     height, width = checks.positive_int(height, "height"), checks.positive_int(width, "width")
     batch_size = checks.positive_int(batch_size, "batch_size")
-    model = model.to("cpu").eval()
+    devices = {t.device.type for t in list(model.parameters()) + list(model.buffers())}
+    if devices - {"cpu"}:
+        raise BadInputError(f"precompile builds for the CPU; the model is on {', '.join(sorted(devices))} "
+                            "(move it with model.to('cpu') first)")
     dtype = autocast_dtype(torch.device("cpu"), precision) if model.reduced_precision else None
-    network, shape = _network_and_shape(model, height, width, batch_size)
-    path = _package_file(network, shape, dtype, bool(mirror))
-    if path.is_file():
-        return path
+    was_training = model.training
+    model.eval()  # as embed runs it (a model that is not folded is exported as it is)
     try:
+        network, shape = _network_and_shape(model, height, width, batch_size)
+        path = _package_file(network, shape, dtype, bool(mirror))
+        if path.is_file():
+            return path
         with _BUILD_LOCK:
             _build(network, shape, dtype, bool(mirror), path)
+    except BadInputError:
+        raise
     except Exception as error:
         raise BadInputError(f"compiling the embedding network failed: {type(error).__name__}: "
                             f"{str(error).strip()[:500]}") from error
+    finally:
+        model.train(was_training)
     network.__dict__.setdefault(_RUNNERS, {}).pop(path, None)  # a failure remembered earlier
     return path
