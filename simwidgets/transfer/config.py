@@ -39,7 +39,9 @@ MASK_REFINE_RADIUS = 2
 #: +0.008 ± 0.002 per sequence, higher on 18 of 25, J +0.006 and F +0.010
 #: (``benchmarks/results/kfold_mirror.md``), for 1.7-1.8x the network time (less with the
 #: network compiled for the CPU, :mod:`simwidgets.models.compiled`).  The interactive loop
-#: keeps it off: it doubles the first round's network time and was not measured there
+#: keeps it off: on the DAVIS protocol (28 sequences, fold models) it tied, final J&F +0.002
+#: ± 0.006, for 1.7-1.8x the first round's network time
+#: (``benchmarks/results/interactive_kfold_mirror.md``)
 MASK_MIRROR = True
 
 
