@@ -174,7 +174,7 @@ class EmbeddingModel(nn.Module):
         (:meth:`mirror_averaged`; 1.7-1.8x the network time).  ``compile`` (``cached``,
         ``build`` or ``off``; None: ``$SIMWIDGETS_COMPILE``, else ``cached``): on a CPU, run
         the network from a package compiled ahead of time for this CPU when there is one
-        (:mod:`simwidgets.models.compiled`; same result, about 3x faster on a 2-core Xeon).
+        (:mod:`simwidgets.models.compiled`; same result, 1.6-1.9x as fast on a 2-core Xeon).
         """
         single = getattr(frames, "ndim", None) == 3
         if single:

@@ -4,9 +4,10 @@ Why: on a CPU the network is most of a first round (about 11 of 13.5 s for 80 fr
 2-core Xeon), and eager PyTorch runs each small convolution of a mobile network as its own
 kernel, with the feature map going through memory between them.  AOTInductor
 (``torch.export`` and ``torch._inductor.aoti_compile_and_package``, weights frozen into the
-program) fuses them into one C++ program compiled for this CPU: the default model embedded a
-480p frame about 3x faster there (``benchmarks/bench_transfer.py --parts fps``; the figures
-are in ``benchmarks/results/compiled_network.md``), with the same function to float32 rounding.
+program) fuses them into one C++ program compiled for this CPU: through ``embed``, the default
+model embedded 480p frames 1.6-1.9x as fast there, and a first round of 80 frames took 6.0-7.7 s
+against 8.3-14.2 s (``benchmarks/bench_compiled.py``, ``benchmarks/results/compiled_network.md``),
+with the same function to float32 rounding.
 
 Building a package costs tens of seconds (a C++ compiler runs), more than it saves on one
 short video, so it is done once and kept: a package is specific to the model's weights, the
