@@ -145,6 +145,12 @@ class EmbeddingModel(nn.Module):
         mirrored = self.features(x.flip(-1)).flip(-1)
         return self.finish_features(self.merge_mirrored(feats, mirrored))
 
+    def padded_size(self, height: int, width: int) -> tuple[int, int]:
+        """The ``(H, W)`` a ``height x width`` frame is padded to before the network sees it
+        (:meth:`embed` pads with replicated edge pixels; a compiled package is built for it)."""
+        multiple = math.lcm(self.pad_multiple, self.stride)
+        return height + (-height) % multiple, width + (-width) % multiple
+
     def grid_size(self, height: int, width: int) -> tuple[int, int]:
         """Embedding grid ``(h, w)`` of a ``height x width`` frame."""
         return math.ceil(height / self.stride), math.ceil(width / self.stride)
@@ -190,14 +196,13 @@ class EmbeddingModel(nn.Module):
         self.to(device)
         n, height, width = shape[:3]
         h, w = self.grid_size(height, width)
-        multiple = math.lcm(self.pad_multiple, self.stride)
-        pad_h = (-height) % multiple
-        pad_w = (-width) % multiple
+        padded_h, padded_w = self.padded_size(height, width)
+        pad_h, pad_w = padded_h - height, padded_w - width
         network = inference_network(self)  # batch norms folded, where the model allows it
         policy = compile_policy(compile)
         runner = None
         if device.type == "cpu" and policy != "off":
-            runner = compiled_runner(network, (batch_size, 3, height + pad_h, width + pad_w), dtype, bool(mirror), policy)
+            runner = compiled_runner(network, (batch_size, 3, padded_h, padded_w), dtype, bool(mirror), policy)
         out = torch.empty((n, self.dim, h, w), dtype=torch.float32, device=device)
         batches = range(0, n, batch_size)
         if progress:

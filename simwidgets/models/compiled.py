@@ -34,7 +34,6 @@ know) the network runs uncompiled, with one warning: the result is the same.
 from __future__ import annotations
 
 import hashlib
-import math
 import os
 import platform
 import sys
@@ -186,6 +185,14 @@ class _Runner:
         return self.program(x.contiguous())
 
 
+def _build_if_missing(network: nn.Module, shape, dtype, mirror, path: Path) -> None:
+    """Build the package at ``path`` unless it is there; one build at a time per process, and
+    a package another thread or process finished meanwhile is not built again."""
+    with _BUILD_LOCK:
+        if not path.is_file():
+            _build(network, tuple(shape), dtype, mirror, path)
+
+
 def _load(path: Path):
     from torch._inductor import aoti_load_package
 
@@ -212,16 +219,14 @@ def compiled_runner(network: nn.Module, shape, dtype: torch.dtype | None = None,
     if not path.is_file():
         if policy == "cached":
             return None
-        with _BUILD_LOCK:
-            if not path.is_file():
-                try:
-                    _build(network, tuple(shape), dtype, mirror, path)
-                except Exception as error:
-                    first = str(error).strip().splitlines()[0] if str(error).strip() else ""
-                    warnings.warn(f"compiling the embedding network failed ({type(error).__name__}: {first[:200]}); "
-                                  "it runs uncompiled, with the same result", RuntimeWarning, stacklevel=3)
-                    runners[path] = None
-                    return None
+        try:
+            _build_if_missing(network, shape, dtype, mirror, path)
+        except Exception as error:
+            first = str(error).strip().splitlines()[0] if str(error).strip() else ""
+            warnings.warn(f"compiling the embedding network failed ({type(error).__name__}: {first[:200]}); "
+                          "it runs uncompiled, with the same result", RuntimeWarning, stacklevel=3)
+            runners[path] = None
+            return None
     try:
         runner = _Runner(_load(path), shape, path)
     except Exception as error:
@@ -233,21 +238,26 @@ def compiled_runner(network: nn.Module, shape, dtype: torch.dtype | None = None,
 
 
 def _network_and_shape(model, height: int, width: int, batch_size: int):
+    """The network ``model.embed`` runs (batch norms folded) and the input shape it gets."""
     from .inference import inference_network
 
-    multiple = math.lcm(model.pad_multiple, model.stride)
-    padded = (height + (-height) % multiple, width + (-width) % multiple)
-    return inference_network(model), (batch_size, 3) + padded
+    return inference_network(model), (batch_size, 3) + model.padded_size(height, width)
+
+
+def _target(model, height: int, width: int, mirror: bool, precision: str | None, batch_size: int):
+    """``(network, input shape, precision, package path)`` of ``model`` embedding ``height x
+    width`` frames on the CPU, as :meth:`~simwidgets.models.EmbeddingModel.embed` would."""
+    from ..device import autocast_dtype
+
+    dtype = autocast_dtype(torch.device("cpu"), precision) if model.reduced_precision else None
+    network, shape = _network_and_shape(model, height, width, batch_size)
+    return network, shape, dtype, _package_file(network, shape, dtype, bool(mirror))
 
 
 def package_path(model, height: int, width: int, mirror: bool = False, precision: str | None = None,
                  batch_size: int = 1) -> Path:
     """Where the package of ``model`` for ``height x width`` frames lives (it may not exist)."""
-    from ..device import autocast_dtype
-
-    dtype = autocast_dtype(torch.device("cpu"), precision) if model.reduced_precision else None
-    network, shape = _network_and_shape(model, height, width, batch_size)
-    return _package_file(network, shape, dtype, mirror)
+    return _target(model, height, width, mirror, precision, batch_size)[3]
 
 
 def precompile(model="default", height: int = 480, width: int = 854, mirror: bool = False,
@@ -261,7 +271,6 @@ def precompile(model="default", height: int = 480, width: int = 854, mirror: boo
     BadInputError when the build fails, naming why.
     """
     from .. import checks
-    from ..device import autocast_dtype
     from .checkpoint import load_model
 
     if isinstance(model, (str, Path)):
@@ -272,16 +281,13 @@ def precompile(model="default", height: int = 480, width: int = 854, mirror: boo
     if devices - {"cpu"}:
         raise BadInputError(f"precompile builds for the CPU; the model is on {', '.join(sorted(devices))} "
                             "(move it with model.to('cpu') first)")
-    dtype = autocast_dtype(torch.device("cpu"), precision) if model.reduced_precision else None
     was_training = model.training
     model.eval()  # as embed runs it (a model that is not folded is exported as it is)
     try:
-        network, shape = _network_and_shape(model, height, width, batch_size)
-        path = _package_file(network, shape, dtype, bool(mirror))
+        network, shape, dtype, path = _target(model, height, width, mirror, precision, batch_size)
         if path.is_file():
             return path
-        with _BUILD_LOCK:
-            _build(network, shape, dtype, bool(mirror), path)
+        _build_if_missing(network, shape, dtype, bool(mirror), path)
     except BadInputError:
         raise
     except Exception as error:
