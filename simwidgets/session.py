@@ -389,6 +389,8 @@ class InteractiveSession:
                 on_frame(t, mask)
 
             kwargs["on_frame"] = stream
+        if config.corrected_context and local:
+            kwargs["accepted_edits"] = local
         result = self.transfer.propagate(transferred, background_frames=self._background_frames(references),
                                          correction_frames=self._correction_frames(references),
                                          **kwargs, **overrides)

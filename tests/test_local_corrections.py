@@ -16,8 +16,10 @@ from simwidgets.video import load_sample
 from test_session import FIRST, LAST, SCALE, dots, scribble_then_correct, shrink_clip
 
 #: the local-edit rule alone: the depth bounds and the reach of a correction's references,
-#: on by default, have their own tests (test_a_stroke_at_an_edge..., test_correction_reach.py)
-CONFIG = TransferConfig(max_references=10**6, local_depth=None, reference_depth=None, correction_reach=None)
+#: and the context a corrected frame passes on, on by default, have their own tests
+#: (test_a_stroke_at_an_edge..., test_correction_reach.py, test_corrected_context.py)
+CONFIG = TransferConfig(max_references=10**6, local_depth=None, reference_depth=None, correction_reach=None,
+                        corrected_context=False)
 
 
 @pytest.fixture(scope="module")

@@ -152,6 +152,14 @@ class TransferConfig:
         references count the same in every frame.  30 by default: against 10, with the
         depth rules, final J&F +0.003 ± 0.003 (higher on 18 of 28 sequences) and AUC +0.003
         ± 0.002 (see ``reference_depth`` for the other figures)
+    corrected_context : in an :class:`~simwidgets.session.InteractiveSession`, with
+        ``local_corrections``, a corrected frame passes on to its neighbours in the
+        temporal sweeps the mask the user gets (the new transfer edited where the strokes
+        reach), not the new transfer's raw scores: the cells the edit changes take the
+        edited labels before the frame serves as context.  Without it a correction's
+        references could move look-alike cells of its own frame that no stroke asked to
+        change; the local edit kept them on that frame, but the sweeps carried the change
+        to the frames around it
     mirror : embed each frame together with its left-right mirror image and average the
         two (:meth:`~simwidgets.models.EmbeddingModel.mirror_averaged`; 1.7-1.8x the
         network time), so a cell's vector does not depend on which way the scene faces.
@@ -180,6 +188,7 @@ class TransferConfig:
     reference_depth: float | None = 1.0
     correction_masks: bool = False
     correction_reach: float | None = 30.0
+    corrected_context: bool = True
     mirror: bool = False
 
     def __post_init__(self):
@@ -204,6 +213,7 @@ class TransferConfig:
             "correction_masks": checks.boolean(self.correction_masks, "correction_masks"),
             "correction_reach": None if self.correction_reach is None
             else checks.positive_float(self.correction_reach, "correction_reach"),
+            "corrected_context": checks.boolean(self.corrected_context, "corrected_context"),
             "mirror": checks.boolean(self.mirror, "mirror"),
         }
         for name, value in checked.items():  # canonical types: frozen, so through object

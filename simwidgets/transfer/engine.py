@@ -221,11 +221,14 @@ class LabelTransfer:
 
     # --------------------------------------------------------------------- sweeps
     def _sweep(self, order: list[int], refs, clamps, config, tick=None, out=None, finished=None,
-               fade: ReferenceFade | None = None) -> dict[int, torch.Tensor]:
+               fade: ReferenceFade | None = None, accepted=None) -> dict[int, torch.Tensor]:
         """Label frames in ``order``, each with the previous ``n_context`` as context.
 
         ``fade`` (if given) lowers the scores of the correction frames' references by their
-        distance in time to each frame before the vote (:mod:`.reach`).
+        distance in time to each frame before the vote (:mod:`.reach`).  ``accepted(t,
+        probs)`` (if given) returns the scores frame ``t`` passes on as context: ``probs``
+        unless the user accepts only an edit of that frame (:meth:`_accepted_scores`); the
+        scores kept for the frame's own mask stay the raw ones (the caller edits the mask).
 
         ``tick()`` (if given) is called after each frame, for progress reports.  ``out(t)``
         (if given) returns the ``(C, h, w)`` view that receives frame ``t``'s scores: one
@@ -257,7 +260,7 @@ class LabelTransfer:
                 probs = out(frame_idx).copy_(probs)
             result[frame_idx] = probs
             if config.temporal and config.n_context > 0:
-                context.append((query, probs))
+                context.append((query, probs if accepted is None else accepted(frame_idx, probs)))
                 context_frames.append(frame_idx)
                 context = context[-config.n_context :]
                 context_frames = context_frames[-config.n_context :]
@@ -267,7 +270,8 @@ class LabelTransfer:
                 finished(frame_idx)
         return result
 
-    def _blend(self, store, annotated, refs, clamps, config, tick, done=None, span=None, fade=None) -> None:
+    def _blend(self, store, annotated, refs, clamps, config, tick, done=None, span=None, fade=None,
+               accepted=None) -> None:
         """Both temporal sweeps into ``store``; frames between the first and last
         annotation get both, weighted by ``1 / (1 + distance)`` to the annotation each
         sweep last passed.
@@ -299,14 +303,15 @@ class LabelTransfer:
                 done(t)
 
         self._sweep(list(range(first, hi + 1)), refs, clamps, config, tick, out=store.__getitem__,
-                    finished=forward_done, fade=fade)
+                    finished=forward_done, fade=fade, accepted=accepted)
         self._sweep(list(range(last, lo - 1, -1)), refs, clamps, config, tick,
-                    out=lambda t: aside[t - first] if t >= first else store[t], finished=backward_done, fade=fade)
+                    out=lambda t: aside[t - first] if t >= first else store[t], finished=backward_done, fade=fade,
+                    accepted=accepted)
 
     # --------------------------------------------------------------------- public
     def propagate(self, references, progress: bool = False, callback=None, background_frames=None,
                   on_frame=None, previous: PropagationResult | None = None, changed_frames=None,
-                  correction_frames=None, **overrides) -> PropagationResult:
+                  correction_frames=None, accepted_edits=None, **overrides) -> PropagationResult:
         """Label every frame.
 
         Parameters
@@ -333,6 +338,13 @@ class LabelTransfer:
         correction_frames : the annotated frames whose references are corrections, drawn
             on a result the user saw; with ``correction_reach`` their global references
             weigh less in frames far from them (:mod:`.reach`).  None: no frame is
+        accepted_edits : ``{frame_idx: edit}``, frames whose mask the user accepts only as
+            ``edit(mask)`` of this round's ``(H, W)`` mask (an interactive session's
+            corrected frames, :mod:`.local_edit`): as a sweep passes such a frame, the grid
+            cells where the edit changes the mask take the edited labels before the frame
+            serves as context, so its neighbours are propagated from what the user accepted
+            (:meth:`_accepted_scores`).  The masks returned are not edited: that stays the
+            caller's
         overrides : fields of :class:`TransferConfig` for this call only
 
         Returns
@@ -386,11 +398,19 @@ class LabelTransfer:
                 streamed[t] = (mask, conf[0], ent[0])
                 on_frame(t, mask)
 
+        accepted = None
+        if accepted_edits:
+            def accepted(t, probs):
+                edit = accepted_edits.get(t)
+                return probs if edit is None else self._accepted_scores(probs, t, edit, references.get(t),
+                                                                        class_ids, config)
+
         if config.temporal:
-            self._blend(store, span_annotated, refs, clamps, config, tick, done, span=(lo, hi), fade=fade)
+            self._blend(store, span_annotated, refs, clamps, config, tick, done, span=(lo, hi), fade=fade,
+                        accepted=accepted)
         else:
             self._sweep(list(span_frames), refs, clamps, config, tick, out=store.__getitem__, finished=done,
-                        fade=fade)
+                        fade=fade, accepted=accepted)
         probabilities = list(store)
         if on_frame is None:
             masks, confidence, entropy = self._finish(probabilities[lo:hi + 1], class_ids, span_frames, config)
@@ -427,6 +447,41 @@ class LabelTransfer:
                 f"changed_frames must be annotated frames (annotated: {annotated}); got {changed}"
             )
         return changed
+
+    def _accepted_scores(self, probs: torch.Tensor, frame_idx: int, edit, label_map, class_ids,
+                         config: TransferConfig) -> torch.Tensor:
+        """Frame ``frame_idx``'s ``(C, h, w)`` scores with the cells where ``edit`` changes the
+        frame's mask set to the edited labels' share of the cell (a new tensor; ``probs``
+        itself when the edit changes nothing).
+
+        Why: a correction's new references also move cells of its own frame that no stroke
+        asked to change (look-alikes of the stroke elsewhere in the frame); the session's
+        local edit keeps those as the user saw them, but the sweep passed the raw scores
+        on as context, and the neighbouring frames took the unasked-for change from there
+        (scooter-gray, interaction 7: a correction on frame 67 kept its own frame, 0.51 ->
+        0.52, and emptied frame 61, J&F 0.0)."""
+        mask = self._finish([probs], class_ids, [frame_idx], config)[0][0]
+        mask = self._keep_user_pixels(mask, label_map)
+        edited = np.asarray(edit(mask.copy()))
+        differs = edited != mask
+        if not differs.any():
+            return probs
+        h, w = self.grid
+        s = self.stride
+        channel = np.full((h * s, w * s), -1, np.int64)  # the grid covers the padded frame
+        lut = np.full(256, -1, np.int64)  # object id -> score channel (-1: an id this round lacks)
+        lut[np.asarray(class_ids, np.int64)] = np.arange(len(class_ids))
+        channel[: self.height, : self.width] = lut[edited.astype(np.uint8)]
+        changed = np.zeros((h * s, w * s), bool)
+        changed[: self.height, : self.width] = differs
+        cells = changed.reshape(h, s, w, s).any((1, 3))
+        blocks = channel.reshape(h, s, w, s)
+        counts = np.stack([(blocks == c).sum((1, 3)) for c in range(len(class_ids))]).astype(np.float32)
+        share = counts / np.maximum(counts.sum(0, keepdims=True), 1.0)
+        out = probs.clone()
+        cells_t = torch.from_numpy(cells).to(probs.device)
+        out[:, cells_t] = torch.from_numpy(share).to(probs.device, probs.dtype)[:, cells_t]
+        return out
 
     @staticmethod
     def _keep_user_pixels(mask: np.ndarray, label_map: np.ndarray | None) -> np.ndarray:
