@@ -159,7 +159,7 @@ def test_shallow_correction_pixels_keep_their_labels_but_are_no_references(clip)
 
     from simwidgets.scribbles import rasterize_strokes
 
-    config = CONFIG.with_options(reference_depth=1.0, local_corrections=False)
+    config = CONFIG.with_options(reference_depth=1.0, local_corrections=False, corrected_context=False)
     session = InteractiveSession(clip, model="default", config=config)
     first = clip.scribbles["001"].annotated_frames[0]
     session.add_scribbles(clip.scribbles["001"])
