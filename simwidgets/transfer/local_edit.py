@@ -15,7 +15,8 @@ add pixels to its object, a background stroke can only take pixels away from the
 and nothing else on that frame moves (the new transfer may also have changed look-alike
 regions far away, or the other way round next to the stroke; those stay as they were).
 Every stroke pixel gets its label: the transfer clamps them, so each lies in such a region.
-Other frames keep the whole new transfer.
+Other frames keep the whole new transfer, whose temporal sweeps pass on the edited frame, not
+its raw transfer (``corrected_context``, :meth:`~.engine.LabelTransfer._accepted_scores`).
 
 A correction with strokes of several labels on one frame (the robot draws background
 strokes on the false positives and object strokes on the misses of the same frame) also
