@@ -34,7 +34,8 @@ def _plain_accepted(probs, edited, raw, class_ids, stride):
     height, width = edited.shape
     for i in range(h):
         for j in range(w):
-            rows, cols = slice(i * stride, min((i + 1) * stride, height)), slice(j * stride, min((j + 1) * stride, width))
+            rows = slice(i * stride, min((i + 1) * stride, height))
+            cols = slice(j * stride, min((j + 1) * stride, width))
             block, before = edited[rows, cols], raw[rows, cols]
             if block.size == 0 or np.array_equal(block, before):
                 continue

@@ -152,10 +152,11 @@ class TransferConfig:
         references count the same in every frame.  30 by default: against 10, with the
         depth rules, final J&F +0.003 ± 0.003 (higher on 18 of 28 sequences) and AUC +0.003
         ± 0.002 (see ``reference_depth`` for the other figures)
-    corrected_context : in an :class:`~simwidgets.session.InteractiveSession`, with
-        ``local_corrections``, a corrected frame passes on to its neighbours in the
-        temporal sweeps the mask the user gets (the new transfer edited where the strokes
-        reach), not the new transfer's raw scores: the cells the edit changes take the
+    corrected_context : in an :class:`~simwidgets.session.InteractiveSession`, a corrected
+        frame passes on to its neighbours in the temporal sweeps the mask the user gets
+        (the new transfer as the session edits it there: ``local_corrections``, and the
+        stroke pixels ``reference_depth`` keeps from the references), not the new
+        transfer's raw scores: the cells the edit changes take the
         edited labels before the frame serves as context.  Without it a correction's
         references could move look-alike cells of its own frame that no stroke asked to
         change; the local edit kept them on that frame, but the sweeps carried the change

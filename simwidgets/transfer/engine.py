@@ -38,6 +38,7 @@ from .config import TransferConfig
 from .references import (
     ReferenceCells,
     References,
+    cell_distributions,
     class_ids_of,
     normalise_references,
     reference_cells,
@@ -468,21 +469,12 @@ class LabelTransfer:
         differs = edited != mask
         if not differs.any():
             return probs
-        h, w = self.grid
-        s = self.stride
-        channel = np.full((h * s, w * s), -1, np.int64)  # the grid covers the padded frame
-        lut = np.full(256, -1, np.int64)  # object id -> score channel (-1: an id this round lacks)
-        lut[np.asarray(class_ids, np.int64)] = np.arange(len(class_ids))
-        channel[: self.height, : self.width] = lut[edited.astype(np.uint8)]
-        changed = np.zeros((h * s, w * s), bool)
-        changed[: self.height, : self.width] = differs
-        cells = changed.reshape(h, s, w, s).any((1, 3))
-        blocks = channel.reshape(h, s, w, s)
-        counts = np.stack([(blocks == c).sum((1, 3)) for c in range(len(class_ids))]).astype(np.float32)
-        share = counts / np.maximum(counts.sum(0, keepdims=True), 1.0)
+        class_index = {int(c): i for i, c in enumerate(class_ids)}
+        counts = cell_distributions(edited, class_index, self.stride, self.grid)
+        share = counts / counts.sum(0, keepdim=True).clamp_min(1.0)
+        cells = (cell_distributions(np.where(differs, 1, -1), {1: 0}, self.stride, self.grid)[0] > 0).to(probs.device)
         out = probs.clone()
-        cells_t = torch.from_numpy(cells).to(probs.device)
-        out[:, cells_t] = torch.from_numpy(share).to(probs.device, probs.dtype)[:, cells_t]
+        out[:, cells] = share.to(probs.device, probs.dtype)[:, cells]
         return out
 
     @staticmethod
