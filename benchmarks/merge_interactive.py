@@ -8,7 +8,8 @@ finish training one by one; running each fold's sequences as soon as its model e
 bench_interactive.py result; their rows are joined per model, the means become the mean of
 sequences (davisinteractive pools only within one run), the loop's figures are computed
 again over all rows, and OUT.json and its ``.md`` are written as bench_interactive.py
-writes them.  A sequence in two parts, or parts whose settings differ, is an error.
+writes them.  A sequence in two parts, or parts whose settings differ, is an error; a
+merged result may itself be a part.
 """
 from __future__ import annotations
 
@@ -56,13 +57,28 @@ def merge(parts: list[dict]) -> dict:
             "trained_on_mean": subset_means(rows, trained),
             "sequences": rows,
             "loop": loop_figures(as_run),
-            "commit": sorted({p.get("commit") for p in pieces if p.get("commit")}),
+            "commit": sorted({c for p in pieces for c in _listed(p.get("commit"))}),
             "wall_seconds": sum(p.get("wall_seconds", 0.0) for p in pieces),
-            "parts": [{"sequences": list(p["sequences"]), "load_average_before": p.get("load_average_before"),
-                       "load_average_after": p.get("load_average_after")} for p in pieces],
+            "parts": [part for p in pieces for part in _parts_of(p)],
         })
         report["models"][name] = merged
     return report
+
+
+def _listed(value) -> list:
+    """A part's commit: one hash from a run, a list of them from an earlier merge."""
+    if not value:
+        return []
+    return list(value) if isinstance(value, list) else [value]
+
+
+def _parts_of(piece: dict) -> list[dict]:
+    """The runs a part was made of: itself, or the runs of an earlier merge (so a merged
+    result can take one more part, as when a fold's model finishes late)."""
+    if "parts" in piece:
+        return list(piece["parts"])
+    return [{"sequences": list(piece["sequences"]), "load_average_before": piece.get("load_average_before"),
+             "load_average_after": piece.get("load_average_after")}]
 
 
 def main() -> int:

@@ -37,6 +37,20 @@ def test_two_parts_merge_into_the_whole_run():
     assert merged["mean"]["n"] == len(names) and not merged["mean_is_pooled"]
 
 
+def test_a_merged_result_takes_one_more_part():
+    """A fold whose model finished late is merged into the result of the others."""
+    (name, whole), = WHOLE["models"].items()
+    names = list(whole["sequences"])
+    first = merge([_part(names[:8]), _part(names[8:16])])
+    first["models"][name]["commit"] = ["abc"]  # as an earlier merge writes it
+    merged = merge([first, _part(names[16:])])["models"][name]
+    assert sorted(merged["sequences"]) == sorted(names)
+    assert merged["loop"]["gain"] == pytest.approx(whole["loop"]["gain"])
+    assert merged["loop"]["corrected_frames_fell"] == whole["loop"]["corrected_frames_fell"]
+    assert [p["sequences"] for p in merged["parts"]] == [names[:8], names[8:16], names[16:]]
+    assert "abc" in merged["commit"]
+
+
 def test_overlapping_or_unlike_parts_are_refused():
     (name, whole), = WHOLE["models"].items()
     names = list(whole["sequences"])
