@@ -139,6 +139,9 @@ class InteractiveSession:
         #: frames corrected after a result was shown: ``{frame: (mask the user saw, labels
         #: of that correction's strokes, -1 elsewhere)}``, for ``local_corrections``
         self._corrected: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+        #: ``{frame: {(reach, depth, edge cost): memo}}``: each correction's depth bounds
+        #: (``local_changes(memo=...)``), dropped whenever ``_corrected[frame]`` changes
+        self._edit_memo: dict[int, dict] = {}
         #: ``correction_masks``: ``{frame: corrected mask}``, each corrected frame's labels
         #: as a full reference mask (under its strokes, like a mask of the user's own)
         self._correction_masks: dict[int, np.ndarray] = {}
@@ -306,6 +309,7 @@ class InteractiveSession:
         self._masks[frame_idx] = mask
         self._raster.pop(frame_idx, None)
         self._corrected.pop(frame_idx, None)  # a mask of the user's own is final there
+        self._edit_memo.pop(frame_idx, None)
         self._stroke_depth.pop(frame_idx, None)
         self._pending_frames.add(frame_idx)
 
@@ -439,12 +443,14 @@ class InteractiveSession:
                                                 self._scribbles.frames[frame_idx])
             if removed:  # an earlier stroke was taken away: no longer a correction
                 self._corrected.pop(frame_idx, None)
+                self._edit_memo.pop(frame_idx, None)
                 self._stroke_depth.pop(frame_idx, None)
                 if self._correction_masks.pop(frame_idx, None) is not None:
                     self._raster.pop(frame_idx, None)
             elif added:
                 drawn = rasterize_strokes(added, self.height, self.width, self.config.brush_width)
                 self._corrected[frame_idx] = (self.result.masks[frame_idx].copy(), drawn)
+                self._edit_memo.pop(frame_idx, None)
                 depth = self._stroke_depth.setdefault(frame_idx, np.full(drawn.shape, np.inf, np.float32))
                 fresh = edge_distance(self.result.masks[frame_idx], drawn)
                 depth[drawn >= 0] = fresh[drawn >= 0]
@@ -453,10 +459,23 @@ class InteractiveSession:
         edits = {}
         reach = max(1, int(self.transfer.stride))  # a grid cell: the transfer's own resolution
         nearest, depth = config.local_nearest_stroke, config.local_depth
+        edge_cost = config.local_edge_cost if depth is not None else None
         for frame_idx, (seen, drawn) in self._corrected.items():
-            edits[frame_idx] = (lambda mask, seen=seen, drawn=drawn, reach=reach, nearest=nearest, depth=depth:
-                                local_changes(seen, mask, drawn, reach, nearest, depth))
+            # the depth bound depends on the correction, not on the new transfer: computed
+            # once per correction and these options, reused every round (and in the sweeps)
+            memos = self._edit_memo.setdefault(frame_idx, {})
+            memo = memos.setdefault((reach, depth, edge_cost), {})
+            image = self._frame_image(frame_idx, memos) if edge_cost else None
+            edits[frame_idx] = (lambda mask, seen=seen, drawn=drawn, reach=reach, nearest=nearest, depth=depth,
+                                image=image, edge_cost=edge_cost, memo=memo:
+                                local_changes(seen, mask, drawn, reach, nearest, depth, image, edge_cost, memo))
         return edits
+
+    def _frame_image(self, frame_idx: int, memos: dict) -> np.ndarray:
+        """The frame for ``local_edge_cost``, decoded once per correction (frames may be lazy)."""
+        if "image" not in memos:
+            memos["image"] = np.asarray(self.transfer.frame(frame_idx))
+        return memos["image"]
 
     def _deep_references(self, references, config: TransferConfig):
         """``reference_depth``: the references the transfer gets, without the correction

@@ -32,6 +32,8 @@ The modules follow the data flow:
   frames far from their frame (``correction_reach``);
 * :mod:`.local_edit` -- a correction changes its own frame only where its strokes reach
   (``local_corrections``, ``local_depth``);
+* :mod:`.geodesic` -- how far a stroke reaches, measured along the frame: its change stops
+  at the image's edges (``local_edge_cost``);
 * :mod:`.engine` -- :class:`LabelTransfer`: the sweeps, their blend, the masks.
 """
 from .cache import EmbeddingCache

@@ -113,6 +113,12 @@ class TransferConfig:
         the middle of a large error (the robot draws on its skeleton) reaches all of it.
         ``None``: no bound.  1 by default, with ``reference_depth`` and
         ``correction_reach`` (measured together, see there)
+    local_edge_cost : with ``local_depth``, that reach is measured along the frame instead
+        of in a straight line: a step between neighbouring pixels costs its length times
+        1 + this times the colour difference it crosses above
+        :data:`~simwidgets.transfer.geodesic.EDGE_FREE` (Delta E, CIE L*a*b*), so a stroke's
+        change stops at the image's edges (:mod:`.geodesic`).  ``None``: straight-line
+        distance
     reference_depth : in an :class:`~simwidgets.session.InteractiveSession`, the pixels of a
         correction stroke that lie less than this many grid cells from the edge of the
         region the user saw with the stroke's label (inside the region it corrects, or, for
@@ -193,6 +199,7 @@ class TransferConfig:
     local_corrections: bool = True
     local_nearest_stroke: bool = True
     local_depth: float | None = 1.0
+    local_edge_cost: float | None = None
     reference_depth: float | None = 1.0
     correction_masks: bool = False
     correction_reach: float | None = 30.0
@@ -216,6 +223,8 @@ class TransferConfig:
             "local_corrections": checks.boolean(self.local_corrections, "local_corrections"),
             "local_nearest_stroke": checks.boolean(self.local_nearest_stroke, "local_nearest_stroke"),
             "local_depth": None if self.local_depth is None else checks.positive_float(self.local_depth, "local_depth"),
+            "local_edge_cost": None if self.local_edge_cost is None
+            else checks.positive_float(self.local_edge_cost, "local_edge_cost"),
             "reference_depth": None if self.reference_depth is None
             else checks.positive_float(self.reference_depth, "reference_depth"),
             "correction_masks": checks.boolean(self.correction_masks, "correction_masks"),

@@ -117,6 +117,10 @@ class LabelTransfer:
         #: False to compare it with the plain torch path)
         self.fused = fused.available()
 
+    def frame(self, frame_idx: int) -> np.ndarray:
+        """Frame ``frame_idx`` as ``(H, W, 3)`` uint8 RGB (decoded now if the frames are lazy)."""
+        return np.asarray(self._cache.frames[checks.frame_index(frame_idx, self.n_frames)])
+
     def configured(self, **overrides) -> TransferConfig:
         """This transfer's options with ``overrides`` (checked), at its model's stride.
 

@@ -25,11 +25,20 @@ if no stroke of another label is nearer to it.  Without that rule a background s
 false positive joined to the object removed the whole object, next to the object strokes
 of the same correction (scooter-gray, fold-0 model, interaction 6: 12,868 true object
 pixels removed, the frame's J&F 0.607 -> 0.210; ``benchmarks/results/interactive_kfold.md``).
+
+How far a stroke reaches (``depth``) is measured along the frame when its colours are given
+(``image`` and ``edge_cost``, :mod:`.geodesic`): the region a stroke corrects ends where the
+image changes, so a stroke through a gap inside the object fixes the gap, not the object
+around it.  That bound depends on the frame, the mask shown and the strokes, not on the
+new transfer, so a caller that edits the same correction again (every round, and twice
+more in the temporal sweeps) passes a ``memo`` and computes it once.
 """
 from __future__ import annotations
 
 import numpy as np
 from scipy import ndimage
+
+from .geodesic import within_reach
 
 __all__ = ["local_changes", "edge_distance"]
 
@@ -37,7 +46,8 @@ _EIGHT = np.ones((3, 3), bool)  # 8-connected regions
 
 
 def local_changes(previous: np.ndarray, proposed: np.ndarray, strokes: np.ndarray, reach: int = 1,
-                  nearest_stroke: bool = True, depth: float | None = None) -> np.ndarray:
+                  nearest_stroke: bool = True, depth: float | None = None, image: np.ndarray | None = None,
+                  edge_cost: float | None = None, memo: dict | None = None) -> np.ndarray:
     """``previous``, with the regions ``proposed`` gives to a stroke's label where they touch such a stroke.
 
     Parameters
@@ -55,6 +65,12 @@ def local_changes(previous: np.ndarray, proposed: np.ndarray, strokes: np.ndarra
         the user saw with the stroke's label), plus ``reach``: a stroke drawn along a thin
         error at an object's edge fixes that edge, not the object behind it; one drawn
         along the middle of a large error reaches all of it.  None: no bound
+    image, edge_cost : the frame (``(H, W, 3)`` uint8 RGB) and the cost of crossing its
+        colour edges: ``depth``'s distance is then measured along the frame
+        (:mod:`.geodesic`).  Either None: in a straight line
+    memo : a dict kept between calls on the same correction (same ``previous``,
+        ``strokes``, ``depth``, ``reach``, ``image`` and ``edge_cost``): the depth bound of
+        each label is computed once
 
     Returns
     -------
@@ -86,7 +102,13 @@ def local_changes(previous: np.ndarray, proposed: np.ndarray, strokes: np.ndarra
         if nearest is not None:
             taken &= nearest[label]
         if depth is not None and taken.any():
-            taken &= _within_depth(previous, drawn, label, depth, reach)
+            key = ("depth", int(label))
+            bound = memo.get(key) if memo is not None else None
+            if bound is None:
+                bound = _within_depth(previous, drawn, label, depth, reach, image, edge_cost)
+                if memo is not None:
+                    memo[key] = bound
+            taken &= bound
         out[taken] = label
     return out
 
@@ -109,10 +131,11 @@ def edge_distance(previous: np.ndarray, strokes: np.ndarray) -> np.ndarray:
     return distance
 
 
-def _within_depth(previous, drawn, label, depth: float, reach: int) -> np.ndarray:
+def _within_depth(previous, drawn, label, depth: float, reach: int, image=None, edge_cost=None) -> np.ndarray:
     """Pixels within ``depth`` times its stroke's depth (plus ``reach``) of some stroke of
-    ``label``, each connected stroke bounded by its own depth; everywhere when nothing was
-    shown with that label (no region to be inside)."""
+    ``label``, each connected stroke bounded by its own depth (along the frame with ``image``
+    and ``edge_cost``); everywhere when nothing was shown with that label (no region to be
+    inside)."""
     shown = previous == label
     if not shown.any():
         return np.ones(previous.shape, bool)
@@ -121,7 +144,7 @@ def _within_depth(previous, drawn, label, depth: float, reach: int) -> np.ndarra
     deepest = ndimage.maximum(inside, strokes, index=np.arange(1, n + 1))
     allowed = np.zeros(previous.shape, bool)
     for component, stroke_depth in enumerate(np.atleast_1d(deepest), start=1):
-        allowed |= ndimage.distance_transform_edt(strokes != component) <= depth * float(stroke_depth) + reach
+        allowed |= within_reach(image, strokes == component, depth * float(stroke_depth) + reach, edge_cost)
     return allowed
 
 
