@@ -168,12 +168,12 @@ class TransferConfig:
         change; the local edit kept them on that frame, but the sweeps carried the change
         to the frames around it (scooter-gray, fold-0 model, interaction 7: the raw
         transfer of the corrected frame lost 80 % of the object, the frame kept 0.84, and
-        the video fell 0.747 -> 0.441).  On by default: on the DAVIS protocol (23 of the 28
-        sequences, each unseen by its fold's model) final J&F +0.006 ± 0.005 against off
-        (higher on 19 of 23), the gain from the first to the last interaction +0.103
-        against +0.097, no sequence ended below its first interaction (2 without it) and 2
-        of 161 corrected frames fell in their own round, the worst by 0.083 (5 without it,
-        the worst by 0.165; ``benchmarks/results/interactive_kfold_corrected_context.md``)
+        the video fell 0.747 -> 0.441).  On by default: on the DAVIS protocol (28 sequences,
+        each unseen by its fold's model) final J&F +0.005 ± 0.004 against off (higher on
+        23 of 28), the gain from the first to the last interaction +0.103 against +0.098,
+        no sequence ended below its first interaction (2 without it) and 3 of 196
+        corrected frames fell in their own round, the worst by 0.083 (5 without it, the
+        worst by 0.165; ``benchmarks/results/interactive_kfold_corrected_context.md``)
     mirror : embed each frame together with its left-right mirror image and average the
         two (:meth:`~simwidgets.models.EmbeddingModel.mirror_averaged`; 1.7-1.8x the
         network time), so a cell's vector does not depend on which way the scene faces.
