@@ -115,7 +115,8 @@ def test_the_session_passes_its_frame_and_computes_the_bound_once(davis_root, mo
 
 
 def test_the_option_is_checked():
-    assert TransferConfig().local_edge_cost is None
+    assert TransferConfig().local_edge_cost == 1.0   # on by default
+    assert TransferConfig(local_edge_cost=None).local_edge_cost is None
     assert TransferConfig(local_edge_cost=2).local_edge_cost == 2.0
     with pytest.raises(BadInputError, match="local_edge_cost"):
         TransferConfig(local_edge_cost=-1.0)
