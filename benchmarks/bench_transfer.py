@@ -44,7 +44,8 @@ RESULTS = REPO / "benchmarks" / "results"
 #: parts of the benchmark (``--parts``) and their keys in transfer.json
 PARTS = {"kernel": "kernel", "rounds": "correction_round", "fps": "embedding_fps", "memory": "memory"}
 MODELS = {"default": "default", "effnet-lite0-s4": str(REPO / "data/models/effnet-lite0-s4.pt"), "baseline": "baseline"}
-TARGETS = {"round_cached_s": 1.0, "first_round_s": 10.0, "kernel_efficiency": 0.5, "embedding_fps_default": 5.0,
+TARGETS = {"round_cached_s": 1.0, "first_round_s": 10.0, "preview_s": 0.5, "kernel_efficiency": 0.5,
+           "embedding_fps_default": 5.0,
            "rss_100_gib": 2.0, "rss_1000_gib": 4.0}
 #: issue 14's "today" column (default model, this CPU, before its work), printed beside each figure
 ISSUE_TODAY = {"round_cached_s": 13.3, "first_round_s": 32.3, "kernel_efficiency": 0.19}
@@ -115,6 +116,11 @@ def correction_round(model: str, n_frames: int, profile: bool = False) -> dict:
     first = session.propagate()
     embed_seconds = session.history[-1].embed_seconds
     session.add_scribbles(video.scribbles["002"])
+    # what the app shows at once on Propagate: the frame on screen (where 002 was drawn)
+    # from the references alone, before the round runs in its thread; one call, as a user meets it
+    start = time.perf_counter()
+    session.preview(video.scribbles["002"].annotated_frames[0])
+    preview = time.perf_counter() - start
     session.propagate()  # the correction round itself (embeddings cached, 002's frame is new)
     cached = session.history[-1].seconds
     references = session.references()
@@ -135,6 +141,7 @@ def correction_round(model: str, n_frames: int, profile: bool = False) -> dict:
         "first_transfer_s": first.seconds,
         "embed_s": embed_seconds,
         "round_cached_s": cached,
+        "preview_s": preview,
         "repeat_same_references_s": repeat,
         "round_with_embedding_s": cached + embed_seconds,
     }
@@ -351,6 +358,9 @@ def markdown(result: dict) -> str:
         row(f"first round, embedding included ({cr['embed_s']:.1f} s of it), {label}",
             f"{cr['first_round_s']:.2f} s" + beside(cr, "first_round_s"),
             "<= 10 s", cr["first_round_s"] <= TARGETS["first_round_s"])
+        if "preview_s" in cr:
+            row(f"app: mask of the frame on screen after Propagate (the corrected frame's preview), {label}",
+                f"{cr['preview_s']:.2f} s", "<= 0.5 s", cr["preview_s"] <= TARGETS["preview_s"])
         if "repeat_same_references_s" in cr:
             row(f"same references again (nothing new to match), {label}",
                 f"{cr['repeat_same_references_s']:.2f} s", "", None)
