@@ -122,12 +122,12 @@ class TransferConfig:
         (motorbike, fold-3 model, interaction 7, the same inputs: 0.779 -> 0.696 in a
         straight line, -> 0.773 along the frame at cost 1, -> 0.787 at cost 2; in the
         protocol run at cost 1 the robot's path differs a little and that correction
-        lifted its frame, 0.778 -> 0.813).  ``None``: straight-line distance.  1 by default: on the DAVIS
-        protocol (28 sequences, each unseen by its fold's model) no corrected frame of 196
-        fell in its own round (3 in a straight line, the worst by 0.083; 1 at cost 2, by
-        0.051), no sequence ended below its first interaction, and the gain from the first
-        to the last interaction was +0.101 against +0.103 (final J&F -0.003 ± 0.002;
-        ``benchmarks/results/interactive_kfold_edge_cost.md``)
+        lifted its frame, 0.778 -> 0.813).  ``None``: straight-line distance.  1 by
+        default: on the DAVIS protocol (28 sequences, each unseen by its fold's model) no
+        corrected frame of 196 fell in its own round (3 in a straight line, the worst by
+        0.083; 1 at cost 2, by 0.051), no sequence ended below its first interaction, and
+        the gain from the first to the last interaction was +0.101 against +0.103 (final
+        J&F -0.003 ± 0.002; ``benchmarks/results/interactive_kfold_edge_cost.md``)
     reference_depth : in an :class:`~simwidgets.session.InteractiveSession`, the pixels of a
         correction stroke that lie less than this many grid cells from the edge of the
         region the user saw with the stroke's label (inside the region it corrects, or, for
