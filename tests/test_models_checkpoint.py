@@ -80,6 +80,22 @@ def test_training_record_with_numpy_values_round_trips(model, tmp_path):
     assert loaded.training_record == {"loss": 0.125, "step": 7, "curve": [1.0, 0.5], "ok": True}
 
 
+def test_training_record_with_subclasses_of_plain_types_loads(model, tmp_path):
+    """``torch.__version__`` is a str subclass (TorchVersion) and an IntEnum an int one:
+    stored as they are, weights_only refuses the file; they must be stored as plain values."""
+    import enum
+
+    class Stage(enum.IntEnum):
+        WARMUP = 2
+
+    path = tmp_path / "sub.pt"
+    save_checkpoint(model, path, training={"torch": torch.__version__, "stage": Stage.WARMUP, "flag": True})
+    loaded = load_model(path)
+    assert loaded.training_record == {"torch": str(torch.__version__), "stage": 2, "flag": True}
+    assert type(loaded.training_record["torch"]) is str and type(loaded.training_record["stage"]) is int
+    assert loaded.training_record["flag"] is True
+
+
 def test_training_record_with_arbitrary_objects_is_refused_at_save(model, tmp_path):
     path = tmp_path / "bad.pt"
     with pytest.raises(BadInputError, match="training record.*'optimiser'.*plain values"):

@@ -63,8 +63,16 @@ def _plain_record(value, where: str):
         return value.item()
     if isinstance(value, np.ndarray):
         return value.tolist()
-    if value is None or isinstance(value, (str, int, float, bool)):
+    if value is None or type(value) in (str, int, float, bool):
         return value
+    # subclasses (torch.__version__ is a str subclass, IntEnum an int one) unpickle only as
+    # their own class, which weights_only refuses: store the plain value
+    if isinstance(value, str):
+        return str(value)
+    if isinstance(value, int):
+        return int(value)
+    if isinstance(value, float):
+        return float(value)
     if isinstance(value, (list, tuple)):
         return [_plain_record(v, where) for v in value]
     if isinstance(value, dict):
