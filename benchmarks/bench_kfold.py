@@ -96,7 +96,9 @@ def markdown(report: dict) -> str:
              f"Each sequence is scored by the model of the fold that held it out (folds: "
              f"`kfold_splits(names, k={report['k']}, seed={report['seed']})`; the demos bear, dog-agility "
              f"and tennis are in no fold); frame 0's true mask to frames 1..T, every frame, full resolution. "
-             f"Transfer options: {report['transfer_options'] or 'defaults'}. Machine: {report['machine']['cpu']}, "
+             f"Transfer options: {report['transfer_options'] or 'defaults'}. "
+             + (f"Test-time adaptation on frame 0's mask (models with weights): {report['adapt']}. "
+                if report.get("adapt") else "") + f"Machine: {report['machine']['cpu']}, "
              f"{report['machine']['cores']} cores, torch {report['machine']['torch']} "
              f"({report['machine']['torch_threads']} threads).", ""]
     for i, (_, val) in enumerate(report["folds"]):
@@ -151,6 +153,9 @@ def main(argv=None) -> int:
                         help="a TransferConfig option, e.g. n_context=7 (repeatable; the defaults are "
                              "TransferConfig.for_masks(): top_k 5, refine_radius 2 since 2026-12-02; pass "
                              "refine_radius=1 to resume a file scored before)")
+    parser.add_argument("--adapt", type=json.loads, default=None, metavar="JSON",
+                        help="test-time adaptation on frame 0's mask before each sequence, as keyword arguments "
+                             "of adapt_to_references, e.g. '{\"steps\": 30, \"lr\": 0.001}' (default: none)")
     parser.add_argument("--out", type=Path, default=RESULTS / "kfold.json")
     args = parser.parse_args(argv)
     args.recipe = args.recipe or [("baseline", "baseline", {})]
@@ -160,10 +165,11 @@ def main(argv=None) -> int:
     plain = TransferConfig()  # the options recorded are those that differ from TransferConfig()'s
     options = {f: getattr(config, f) for f in plain.option_names() if getattr(config, f) != getattr(plain, f)}
     report = json.loads(args.out.read_text()) if args.out.exists() else {}
-    if report.get("folds") != [list(s) for s in splits] or report.get("transfer_options") != options:
+    if (report.get("folds") != [list(s) for s in splits] or report.get("transfer_options") != options
+            or report.get("adapt") != args.adapt):
         report = {"recipes": {}}  # another scheme or other options: start afresh
     report.update(root=args.davis_root.resolve().name, k=args.k, seed=args.seed, folds=[list(s) for s in splits],
-                  transfer_options=options, machine=machine(), reference=args.recipe[0][0])
+                  transfer_options=options, adapt=args.adapt, machine=machine(), reference=args.recipe[0][0])
     for label, model, own in args.recipe:
         recipe_config = config.with_options(**own)  # checked: an unknown name says so
         entry = report["recipes"].setdefault(label, {"model": model, "options": own, "sequences": {},
@@ -197,7 +203,9 @@ def main(argv=None) -> int:
                 args.out.write_text(json.dumps(report, indent=1))
 
             videos = (load_davis_sequence(args.davis_root, n, lazy=True) for n in todo)
-            evaluate_semi_supervised(videos, net, config=recipe_config, progress=progress)
+            trainable = any(True for _ in net.parameters())  # the hand-crafted baseline has nothing to adapt
+            adapt = args.adapt if trainable else None
+            evaluate_semi_supervised(videos, net, config=recipe_config, progress=progress, adapt=adapt)
     folds = [val for _, val in splits]
     reference = report["recipes"][args.recipe[0][0]]["sequences"]
     for label, entry in report["recipes"].items():

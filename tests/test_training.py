@@ -419,3 +419,22 @@ def test_kfold_splits_validate_every_sequence_once():
     for bad in (1, 0, 26, 2.5, True):
         with pytest.raises(BadInputError, match="k must be"):
             kfold_splits(names, k=bad)
+
+
+def test_semi_supervised_evaluation_adapts_a_copy_to_frame_0s_mask():
+    """``adapt=`` fine-tunes a copy of the model on frame 0's mask before each video is
+    labelled: the rows record it, the scores change, the caller's model does not."""
+    torch.manual_seed(0)
+    model = build_model("fcn-small", dim=8, width=16).eval()
+    videos = [synthetic_video(n_frames=6, n_objects=2, height=64, width=96, seed=s) for s in (3, 4)]
+    original = {k: v.clone() for k, v in model.state_dict().items()}
+    plain = evaluate_semi_supervised(videos, model)
+    adapted = evaluate_semi_supervised(videos, model, adapt={"steps": 15, "lr": 5e-3})
+    assert all(torch.equal(v, model.state_dict()[k]) for k, v in original.items())
+    for name, row in adapted["sequences"].items():
+        info = row["adapted"]
+        assert info["steps"] == 15 and info["loss_last"] < info["loss_first"] and info["seconds"] > 0
+        assert "adapted" not in plain["sequences"][name]
+    assert adapted["mean"]["J&F"] != plain["mean"]["J&F"]
+    with pytest.raises(BadInputError, match="adapt must be None or a dict"):
+        evaluate_semi_supervised(videos, model, adapt=30)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import Callable, Iterable
+from typing import Callable, Iterable, Mapping
 
 import numpy as np
 
@@ -48,6 +48,7 @@ def evaluate_semi_supervised(
     scale: float = 1.0,
     save_masks: str | Path | None = None,
     progress: Callable[[str, dict], None] | None = None,
+    adapt: Mapping | None = None,
 ) -> dict:
     """Score label transfer from frame 0's mask on each video.
 
@@ -63,12 +64,18 @@ def evaluate_semi_supervised(
     max_frames, scale : evaluate on the first frames only, resized (training validation)
     save_masks : write ``save_masks/<name>/%05d.png`` for every video
     progress : called as ``progress(name, row)`` after each video
+    adapt : test-time adaptation: ``None`` (off) or keyword arguments for
+        :func:`simwidgets.training.adapt_to_references` (``{}`` for its defaults).  Before
+        each video is labelled, a copy of the model is fine-tuned on frame 0's mask (its
+        head only, pairs drawn from that frame's own cells), as OSVOS fine-tunes on the
+        first frame; the time it takes counts in ``seconds``
 
     Returns
     -------
     ``{"sequences": {name: row}, "mean": {"J", "F", "J&F", "seconds_per_frame"}}``, each
-    row with ``J``, ``F``, ``J&F``, ``n_frames``, ``seconds`` (embedding + transfer) and
-    ``seconds_per_frame``.
+    row with ``J``, ``F``, ``J&F``, ``n_frames``, ``seconds`` (adaptation + embedding +
+    transfer), ``seconds_per_frame`` and, with ``adapt``, ``adapted`` (steps, seconds, first
+    and last loss).
     """
     from ..export import write_masks
     from ..models import load_model
@@ -76,13 +83,22 @@ def evaluate_semi_supervised(
 
     model = load_model(model)
     config = TransferConfig.for_masks() if config is None else config
+    if adapt is not None:
+        if not isinstance(adapt, Mapping):
+            raise BadInputError(f"adapt must be None or a dict of adapt_to_references options; got {adapt!r}")
+        from ..training.adapt import adapt_to_references
     rows: dict[str, dict] = {}
     for video in videos:
         name, frames, masks = _frames_and_masks(video, max_frames, scale)
         if name in rows:
             raise BadInputError(f"sequence {name!r} given twice")
         start = time.perf_counter()
-        engine = LabelTransfer(frames, model=model, config=config, device=device)
+        video_model, adapted = model, None
+        if adapt is not None:
+            video_model, info = adapt_to_references(model, frames, {0: np.asarray(masks[0])}, config=config,
+                                                    device=device, **dict(adapt))
+            adapted = {k: info[k] for k in ("steps", "seconds", "loss_first", "loss_last")}
+        engine = LabelTransfer(frames, model=video_model, config=config, device=device)
         result = engine.propagate({0: np.asarray(masks[0])})
         seconds = time.perf_counter() - start
         scores = evaluate_masks(result.masks[1:], np.asarray(masks[1:]))
@@ -95,6 +111,8 @@ def evaluate_semi_supervised(
             "seconds": seconds,
             "seconds_per_frame": seconds / n_frames,
         }
+        if adapt is not None:
+            rows[name]["adapted"] = adapted
         if save_masks is not None:
             write_masks(result.masks, Path(save_masks) / name)
         if progress is not None:
