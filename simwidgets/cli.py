@@ -175,6 +175,9 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--protocol", choices=["semi", "interactive"], default="semi")
     ev.add_argument("--interactions", type=int, default=8, help="interactive protocol: rounds")
     ev.add_argument("--save-masks", type=Path, default=None, help="write DIR/<seq>/%%05d.png")
+    ev.add_argument("--adapt", action="store_true",
+                    help="semi protocol: fine-tune a copy of the model on frame 0's mask before each sequence "
+                         "(simwidgets.training.adapt.MASK_ADAPT; +0.014 J&F on the 5-fold scheme)")
     ev.add_argument("--json", required=True, type=Path, help="where to write the results")
     _add_transfer_arguments(ev)
 
@@ -270,6 +273,10 @@ def cmd_evaluate(args) -> int:
         output_folder(args.save_masks, "--save-masks")
     names = _known_sequences(args.davis_root, _names(args.sequences, "--sequences"))
     config = _transfer_config(args, masks=args.protocol == "semi")
+    if args.adapt and args.protocol != "semi":
+        raise BadInputError("--adapt applies to the semi protocol (frame 0's mask); the interactive protocol "
+                            "adapts through evaluate_interactive(adapt=...)")
+    from .training.adapt import MASK_ADAPT
 
     def report(name, row):
         print(f"{name:20s} J={row['J']:.3f} F={row['F']:.3f} J&F={row['J&F']:.3f} "
@@ -281,7 +288,8 @@ def cmd_evaluate(args) -> int:
 
         videos = (load_davis_sequence(args.davis_root, name, lazy=True) for name in names)
         output = evaluate_semi_supervised(videos, model=args.model, config=config, device=args.device,
-                                          save_masks=args.save_masks, progress=report)
+                                          save_masks=args.save_masks, progress=report,
+                                          adapt=dict(MASK_ADAPT) if args.adapt else None)
     else:
         from .evaluation.interactive import evaluate_interactive
 
@@ -289,6 +297,7 @@ def cmd_evaluate(args) -> int:
                                       interactions=args.interactions, save_masks=args.save_masks, progress=report)
     output.update(
         protocol=args.protocol,
+        adapt=dict(MASK_ADAPT) if args.adapt else None,
         model=str(args.model),
         config=asdict(config),
         device=describe_device(pick_device(args.device)),

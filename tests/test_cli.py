@@ -286,3 +286,23 @@ def test_mirror_embeds_each_frame_with_its_mirror_image(tmp_path):
     args = build_parser().parse_args(["propagate", "--davis-root", "x", "--sequence", "s", "--scribbles", "f.json",
                                       "--out", "o"])
     assert _transfer_config(args).mirror is False and _transfer_config(args, masks=True).mirror is True
+
+
+def test_evaluate_semi_adapts_to_frame_0s_mask_when_asked(tmp_path):
+    """``--adapt`` fine-tunes a copy of the model on frame 0's mask (MASK_ADAPT) before each
+    sequence; the result file says so and the scores move; the interactive protocol refuses it."""
+    from simwidgets.training.adapt import MASK_ADAPT
+
+    plain, adapted = tmp_path / "plain.json", tmp_path / "adapted.json"
+    base = ["evaluate", "--davis-root", str(DAVIS), "--sequences", "dog-agility", "--protocol", "semi",
+            "--no-temporal"]
+    assert main(base + ["--json", str(plain)]) == 0
+    assert main(base + ["--adapt", "--json", str(adapted)]) == 0
+    a, b = json.loads(plain.read_text()), json.loads(adapted.read_text())
+    assert a["adapt"] is None and b["adapt"] == MASK_ADAPT
+    row = b["sequences"]["dog-agility"]
+    assert row["adapted"]["steps"] == MASK_ADAPT["steps"] and row["adapted"]["loss_last"] < row["adapted"]["loss_first"]
+    assert row["J&F"] != a["sequences"]["dog-agility"]["J&F"]
+    code = main(["evaluate", "--davis-root", str(DAVIS), "--sequences", "dog-agility", "--protocol", "interactive",
+                 "--adapt", "--json", str(tmp_path / "x.json")])
+    assert code != 0

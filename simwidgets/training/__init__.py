@@ -37,6 +37,7 @@ _NAMES = {
     "VALIDATION_SEQUENCES": "data",
     "kfold_splits": "data",
     "adapt_to_references": "adapt",
+    "MASK_ADAPT": "adapt",
     "SimilarityLoss": "losses",
     "PairwiseLogisticLoss": "losses",
     "ContrastiveLoss": "losses",

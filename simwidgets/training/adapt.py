@@ -20,7 +20,15 @@ from .losses import make_loss
 from ..transfer.config import TransferConfig
 from .sampling import UNKNOWN, gather_cells, sample_triplets
 
-__all__ = ["adapt_to_references"]
+__all__ = ["adapt_to_references", "MASK_ADAPT"]
+
+#: test-time adaptation for a full first-frame mask (semi-supervised), chosen on the 5-fold
+#: scheme (``benchmarks/results/kfold_adapt_compare.md``, 2026-12-07): J&F +0.014 +- 0.004
+#: over no adaptation on 25 sequences, higher on 17 (J +0.011, F +0.018).  The stronger pull
+#: towards the original embedding (``keep_weight`` 4, against 1 for scribbles) is what makes
+#: it pay: with 1 the same 30 steps gave +0.002 +- 0.009, large gains and large losses
+#: (drift-turn -0.109, motocross-bumps -0.124) where the object changes after frame 0.
+MASK_ADAPT = {"steps": 30, "lr": 1e-3, "keep_weight": 4.0}
 
 
 
