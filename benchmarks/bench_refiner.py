@@ -169,7 +169,6 @@ def refine_with(refiner: BoundaryRefiner, probabilities: torch.Tensor, frames, s
     return torch.where(best > 0, index + 1, torch.zeros_like(index)).to(torch.uint8).numpy()
 
 
-
 @dataclass
 class RefinerExamples:
     """One sequence's examples: ``inputs`` float16 ``(N, 5, h, w)`` and ``targets`` float16
@@ -210,23 +209,20 @@ def refiner_examples(name: str, frames, probabilities, masks, object_ids, stride
     return RefinerExamples(name, torch.cat(inputs), torch.cat(targets))
 
 
-def _boundary_centres(examples: RefinerExamples, generator: torch.Generator, n: int) -> list:
-    """``n`` (row, y, x) positions on a boundary of the truth or of the guided prediction."""
-    rows = torch.randint(len(examples.inputs), (n,), generator=generator)
-    centres = []
-    for row in rows.tolist():
-        truth = examples.targets[row, 0].float() > 0.5
-        guess = examples.inputs[row, 3].float() > 0
-        edge = torch.zeros_like(truth)
-        for mask in (truth, guess):
-            edge |= mask ^ F.max_pool2d(mask[None, None].float(), 3, 1, 1)[0, 0].bool()
-        ys, xs = torch.nonzero(edge, as_tuple=True)
-        if len(ys) == 0:
-            centres.append((row, None, None))
-            continue
-        pick = int(torch.randint(len(ys), (1,), generator=generator))
-        centres.append((row, int(ys[pick]), int(xs[pick])))
-    return centres
+def _boundary_centre(examples: RefinerExamples, generator: torch.Generator) -> tuple[int, int | None, int | None]:
+    """A random row and a position on a boundary of its truth or of its guided prediction
+    (``y`` and ``x`` None when the row has no boundary)."""
+    row = int(torch.randint(len(examples.inputs), (1,), generator=generator))
+    truth = examples.targets[row, 0].float() > 0.5
+    guess = examples.inputs[row, 3].float() > 0
+    edge = torch.zeros_like(truth)
+    for mask in (truth, guess):
+        edge |= mask ^ F.max_pool2d(mask[None, None].float(), 3, 1, 1)[0, 0].bool()
+    ys, xs = torch.nonzero(edge, as_tuple=True)
+    if len(ys) == 0:
+        return row, None, None
+    pick = int(torch.randint(len(ys), (1,), generator=generator))
+    return row, int(ys[pick]), int(xs[pick])
 
 
 def _crop(tensor: torch.Tensor, y: int, x: int, size: int) -> torch.Tensor:
@@ -242,7 +238,7 @@ def train_refiner(examples: list[RefinerExamples], steps: int = 800, batch: int 
     """Train a :class:`BoundaryRefiner` on ``examples`` (AdamW, cosine schedule).
 
     Returns ``(refiner, record)``: the record holds the settings, the sequences, the loss
-    every ``log_every`` steps and the wall time (it goes into the saved file).
+    every ``log_every`` steps and the wall time.
     """
     if not examples:
         raise BadInputError("no refiner examples to train on")
@@ -263,9 +259,10 @@ def train_refiner(examples: list[RefinerExamples], steps: int = 800, batch: int 
         for which in picks:
             ex = examples[which]
             on_edge = float(torch.rand(1, generator=generator)) < boundary_fraction
-            (row, y, x), = _boundary_centres(ex, generator, 1) if on_edge else [(None, None, None)]
-            if row is None:
-                row = int(torch.randint(len(ex.inputs), (1,), generator=generator))
+            if on_edge:
+                row, y, x = _boundary_centre(ex, generator)
+            else:
+                row, y = int(torch.randint(len(ex.inputs), (1,), generator=generator)), None
             if y is None:
                 height, width_ = ex.inputs.shape[-2:]
                 y = int(torch.randint(height, (1,), generator=generator))
@@ -291,14 +288,14 @@ def train_refiner(examples: list[RefinerExamples], steps: int = 800, batch: int 
     return refiner.eval(), record
 
 
-
-
-def held_out_scores(root: Path, name: str, model, cache: Path) -> dict:
-    """The transfer's grid scores on ``name`` from frame 0's true mask, cached in ``cache``."""
-    file = cache / f"{name}.npz"
+def held_out_scores(video, model_of, cache: Path) -> dict:
+    """The transfer's grid scores on ``video`` (frames and masks loaded) from frame 0's true
+    mask, cached in ``cache``; ``model_of()`` gives the model that did not see it, loaded only
+    when the cache has no file yet."""
+    file = cache / f"{video.name}.npz"
     if not file.exists():
-        video = load_davis_sequence(root, name, lazy=False)
         frames, masks = np.asarray(video.frames), np.asarray(video.masks)
+        model = model_of()
         result = LabelTransfer(frames, model=model, config=TransferConfig.for_masks()).propagate({0: masks[0]})
         probs = torch.stack([p.float().cpu() for p in result.probabilities]).numpy().astype(np.float16)
         cache.mkdir(parents=True, exist_ok=True)
@@ -326,15 +323,20 @@ def main(argv=None) -> int:
     wanted = range(5) if args.folds is None else [int(f) for f in args.folds.split(",")]
     report = json.loads(args.out.read_text()) if args.out.exists() else {"refiners": {}}
     report.update(machine=machine(), transfer_options="TransferConfig.for_masks()", folds=[v for _, v in splits])
-    entry = report["refiners"].setdefault(label, {"settings": vars(args) | {"davis_root": None, "scores": None,
-                                                                            "out": None}, "sequences": {}})
-    entry["settings"] = {k: v for k, v in entry["settings"].items() if v is not None}
+    settings = {k: getattr(args, k) for k in ("models", "steps", "width", "context", "crop")}
+    entry = report["refiners"].setdefault(label, {"settings": settings, "sequences": {}})
     models = {}
 
-    def scores_of(name, fold):
+    def model_of(fold):
         if fold not in models:
             models[fold] = load_model(args.models.format(fold=fold))
-        return held_out_scores(args.davis_root, name, models[fold], args.scores)
+        return models[fold]
+
+    def loaded(name):
+        """``(frames, masks, held-out scores)`` of a sequence, read once."""
+        video = load_davis_sequence(args.davis_root, name, lazy=False)
+        data = held_out_scores(video, lambda: model_of(fold_of[name]), args.scores)
+        return np.asarray(video.frames), np.asarray(video.masks), data
 
     fold_of = {name: f for f, (_, val) in enumerate(splits) for name in val}
     for fold in wanted:
@@ -344,19 +346,16 @@ def main(argv=None) -> int:
         start = time.perf_counter()
         examples = []
         for name in train:
-            data = scores_of(name, fold_of[name])
-            video = load_davis_sequence(args.davis_root, name, lazy=False)
-            examples.append(refiner_examples(name, np.asarray(video.frames), data["probs"], np.asarray(video.masks),
-                                             data["object_ids"], int(data["stride"])))
+            frames, masks, data = loaded(name)
+            examples.append(refiner_examples(name, frames, data["probs"], masks, data["object_ids"],
+                                             int(data["stride"])))
         refiner, record = train_refiner(examples, steps=args.steps, width=args.width, context=args.context,
                                         crop=args.crop)
         del examples
         entry.setdefault("training", {})[str(fold)] = {"seconds": time.perf_counter() - start,
                                                        "final_loss": record["history"][-1]["loss"]}
         for name in val:
-            data = scores_of(name, fold)
-            video = load_davis_sequence(args.davis_root, name, lazy=False)
-            frames, masks = np.asarray(video.frames), np.asarray(video.masks)
+            frames, masks, data = loaded(name)
             tick = time.perf_counter()
             pred = np.concatenate([
                 refine_with(refiner, torch.as_tensor(data["probs"][i:i + 8].astype(np.float32)), frames[i:i + 8],

@@ -278,6 +278,8 @@ def cmd_evaluate(args) -> int:
                             "adapts through evaluate_interactive(adapt=...)")
     from .training.adapt import MASK_ADAPT
 
+    adapt = dict(MASK_ADAPT) if args.adapt else None
+
     def report(name, row):
         print(f"{name:20s} J={row['J']:.3f} F={row['F']:.3f} J&F={row['J&F']:.3f} "
               f"{row['seconds_per_frame']:.3f} s/frame", flush=True)
@@ -289,7 +291,7 @@ def cmd_evaluate(args) -> int:
         videos = (load_davis_sequence(args.davis_root, name, lazy=True) for name in names)
         output = evaluate_semi_supervised(videos, model=args.model, config=config, device=args.device,
                                           save_masks=args.save_masks, progress=report,
-                                          adapt=dict(MASK_ADAPT) if args.adapt else None)
+                                          adapt=adapt)
     else:
         from .evaluation.interactive import evaluate_interactive
 
@@ -297,7 +299,7 @@ def cmd_evaluate(args) -> int:
                                       interactions=args.interactions, save_masks=args.save_masks, progress=report)
     output.update(
         protocol=args.protocol,
-        adapt=dict(MASK_ADAPT) if args.adapt else None,
+        adapt=adapt,
         model=str(args.model),
         config=asdict(config),
         device=describe_device(pick_device(args.device)),

@@ -286,9 +286,9 @@ def evaluate_interactive(
         raise BadInputError(f"scribble choices given for sequences not evaluated: {unknown}")
     model = load_model(model)
     if adapt is not None:
-        if not isinstance(adapt, Mapping):
-            raise BadInputError(f"adapt must be None or a dict of adapt_to_references options; got {adapt!r}")
-        from ..training.adapt import adapt_to_references
+        from ..training.adapt import adapt_to_references, checked_adapt_options
+
+        adapt = checked_adapt_options(adapt)
 
     owned = tempfile.TemporaryDirectory(prefix="simwidgets-davis-") if work_dir is None else None
     work = Path(owned.name if owned else work_dir)
@@ -329,7 +329,7 @@ def evaluate_interactive(
                         if adapt is not None:
                             first = Scribbles.from_dict(scribbles, n_frames=video.n_frames)
                             sequence_model, info = adapt_to_references(model, video.frames, first, device=device,
-                                                                       config=config, **dict(adapt))
+                                                                       config=config, **adapt)
                             runs[name]["adapted"] = {k: info[k] for k in ("steps", "seconds", "loss_first", "loss_last")}
                         runs[name]["session"] = InteractiveSession(video, model=sequence_model, config=config,
                                                                    device=device)
@@ -363,7 +363,7 @@ def evaluate_interactive(
             "max_time_per_object": max_time,
             "metric": metric,
             "robot_seed": _robot_seed(),
-            "adapt": None if adapt is None else dict(adapt),
+            "adapt": adapt,
             "davisinteractive": getattr(di, "__version__", "1.0.4"),
             "network_precision": _precision_name(model, device),
         },

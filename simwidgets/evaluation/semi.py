@@ -84,9 +84,9 @@ def evaluate_semi_supervised(
     model = load_model(model)
     config = TransferConfig.for_masks() if config is None else config
     if adapt is not None:
-        if not isinstance(adapt, Mapping):
-            raise BadInputError(f"adapt must be None or a dict of adapt_to_references options; got {adapt!r}")
-        from ..training.adapt import adapt_to_references
+        from ..training.adapt import adapt_to_references, checked_adapt_options
+
+        adapt = checked_adapt_options(adapt)
     rows: dict[str, dict] = {}
     for video in videos:
         name, frames, masks = _frames_and_masks(video, max_frames, scale)
@@ -96,7 +96,7 @@ def evaluate_semi_supervised(
         video_model, adapted = model, None
         if adapt is not None:
             video_model, info = adapt_to_references(model, frames, {0: np.asarray(masks[0])}, config=config,
-                                                    device=device, **dict(adapt))
+                                                    device=device, **adapt)
             adapted = {k: info[k] for k in ("steps", "seconds", "loss_first", "loss_last")}
         engine = LabelTransfer(frames, model=video_model, config=config, device=device)
         result = engine.propagate({0: np.asarray(masks[0])})

@@ -9,18 +9,20 @@ from __future__ import annotations
 import copy
 import math
 import time
+from typing import Mapping
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
 from ..device import pick_device
+from ..errors import BadInputError
 from ..models import EmbeddingModel
 from .losses import make_loss
 from ..transfer.config import TransferConfig
 from .sampling import UNKNOWN, gather_cells, sample_triplets
 
-__all__ = ["adapt_to_references", "MASK_ADAPT"]
+__all__ = ["adapt_to_references", "MASK_ADAPT", "checked_adapt_options"]
 
 #: test-time adaptation for a full first-frame mask (semi-supervised), chosen on the 5-fold
 #: scheme (``benchmarks/results/kfold_adapt_compare.md``, 2026-12-07): J&F +0.014 +- 0.004
@@ -29,6 +31,16 @@ __all__ = ["adapt_to_references", "MASK_ADAPT"]
 #: it pay: with 1 the same 30 steps gave +0.002 +- 0.009, large gains and large losses
 #: (drift-turn -0.109, motocross-bumps -0.124) where the object changes after frame 0.
 MASK_ADAPT = {"steps": 30, "lr": 1e-3, "keep_weight": 4.0}
+
+
+def checked_adapt_options(adapt) -> dict | None:
+    """An evaluator's ``adapt`` argument as keyword arguments of :func:`adapt_to_references`
+    (``None``: no adaptation); anything but None or a mapping is refused by name."""
+    if adapt is None:
+        return None
+    if not isinstance(adapt, Mapping):
+        raise BadInputError(f"adapt must be None or a dict of adapt_to_references options; got {adapt!r}")
+    return dict(adapt)
 
 
 
