@@ -203,9 +203,8 @@ def main(argv=None) -> int:
                 args.out.write_text(json.dumps(report, indent=1))
 
             videos = (load_davis_sequence(args.davis_root, n, lazy=True) for n in todo)
-            trainable = any(True for _ in net.parameters())  # the hand-crafted baseline has nothing to adapt
-            adapt = args.adapt if trainable else None
-            evaluate_semi_supervised(videos, net, config=recipe_config, progress=progress, adapt=adapt)
+            # the hand-crafted baseline has no weights: adapting it returns it unchanged (steps 0)
+            evaluate_semi_supervised(videos, net, config=recipe_config, progress=progress, adapt=args.adapt)
     folds = [val for _, val in splits]
     reference = report["recipes"][args.recipe[0][0]]["sequences"]
     for label, entry in report["recipes"].items():

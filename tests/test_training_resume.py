@@ -61,6 +61,29 @@ def test_a_resumed_run_equals_an_uninterrupted_one(clips, tmp_path):
     torch.load(state, weights_only=True)
 
 
+def test_a_finished_runs_state_holds_its_last_weights_and_resumes_to_the_same_checkpoint(clips, tmp_path):
+    """The state written when a run finishes holds the weights of its last step under
+    "model" and the kept (best validation) weights under "best_state", like every state
+    written along the way; before, "model" held the best weights beside step = the last
+    step, so the last step's weights were lost.  Resuming it trains nothing and writes
+    the same checkpoint."""
+    config = TrainConfig(**{**SMALL, "val_every": 2, "lr": 0.05})  # its best step (2) is not its last
+    done = Trainer(clips[:2], clips[2:], config, out=tmp_path / "done.pt", checkpoint_every=3)
+    done.run(progress=False)
+    result = done.finish()
+    last = Trainer(clips[:2], clips[2:], config)
+    last.run(progress=False)  # the same run, not finished: its model holds the last step's weights
+    state = load_training_state(state_path_for(tmp_path / "done.pt"))
+    assert state["step"] == config.steps and state["best_step"] == result.best_step < config.steps
+    _same_state(state["model"], last.model.state_dict())
+    _same_state(state["best_state"], result.model.state_dict())
+    again = Trainer(clips[:2], clips[2:], config, out=tmp_path / "again.pt", checkpoint_every=3)
+    again.load_state(state_path_for(tmp_path / "done.pt"))
+    again.run(progress=False)
+    _same_state(again.finish().model.state_dict(), result.model.state_dict())
+    assert again.step == config.steps and len(again.history) == len(result.history)
+
+
 def test_resume_refuses_another_configuration(clips, tmp_path):
     config = TrainConfig(**SMALL)
     trainer = Trainer(clips[:2], clips[2:], config, out=tmp_path / "m.pt", checkpoint_every=2)

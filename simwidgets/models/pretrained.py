@@ -128,13 +128,19 @@ class _BackboneEmbedding(EmbeddingModel):
             merged = torch.cat([F.normalize(merged[:, :learned], dim=1), merged[:, learned:]], dim=1)
         return merged
 
-    def embed_levels(self, levels: dict[int, torch.Tensor], x: torch.Tensor) -> torch.Tensor:
+    def embed_levels(self, levels: dict[int, torch.Tensor], x: torch.Tensor,
+                     mirrored_levels: dict[int, torch.Tensor] | None = None) -> torch.Tensor:
         """The forward pass from precomputed backbone levels ``levels = self.backbone(x)``.
 
         Lets test-time adaptation run the frozen backbone once and train only the head.
-        Same result as ``self(x)``: head (plus colour), coordinates, L2 normalisation.
+        Same result as ``self(x)``: head (plus colour), coordinates, L2 normalisation; with
+        ``mirrored_levels = self.backbone(x.flip(-1))``, the same as
+        ``self.mirror_averaged(x)``.
         """
-        return self.finish_features(self._assemble(levels, x))
+        feats = self._assemble(levels, x)
+        if mirrored_levels is not None:
+            feats = self.merge_mirrored(feats, self._assemble(mirrored_levels, x.flip(-1)).flip(-1))
+        return self.finish_features(feats)
 
 
 @register_arch("effnet-lite0")

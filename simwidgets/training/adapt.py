@@ -16,6 +16,7 @@ import torch
 import torch.nn.functional as F
 
 from ..device import pick_device
+from .. import checks
 from ..errors import BadInputError
 from ..models import EmbeddingModel
 from .losses import make_loss
@@ -54,6 +55,8 @@ def adapt_to_references(
     loss: str = "pairwise",
     seed: int = 0,
     keep_weight: float = 1.0,
+    mirror: bool = False,
+    hard_fraction: float = 0.0,
     config: TransferConfig | None = None,
     device=None,
 ) -> tuple[EmbeddingModel, dict]:
@@ -81,6 +84,16 @@ def adapt_to_references(
     keep_weight : weight of a penalty ``mean(1 - cos(new, original))`` over every cell of
         the annotated frames: a few scribbled pixels are easy to overfit, and the penalty
         keeps the embedding of everything else where training put it (0 disables it)
+    mirror : adapt the mirror-averaged embedding
+        (:meth:`~simwidgets.models.EmbeddingModel.mirror_averaged`), the one a transfer
+        with ``TransferConfig(mirror=True)`` votes with, instead of the plain one (one more
+        head pass a step).  Off by default: under ``MASK_ADAPT`` on the 5-fold scheme it
+        scored the same, J&F -0.000 +- 0.001 (13 of 25 higher), for about 1 s more a
+        sequence (``benchmarks/results/kfold_adapt_mirror.md``)
+    hard_fraction : share of each anchor's negatives drawn near its own object (within two
+        cells of it, :func:`~simwidgets.training.sampling.sample_triplets`), where the
+        transfer's errors lie; 0 (the default) draws them uniformly.  Under ``MASK_ADAPT``
+        with ``mirror``, 0.5 scored +0.001 +- 0.002 on 10 sequences: not worth a default
     config : the :class:`~simwidgets.transfer.TransferConfig` of the transfer that follows
         (its ``brush_width``, ``background_margin`` and ``max_references``); defaults when None
 
@@ -96,6 +109,7 @@ def adapt_to_references(
 
     start = time.perf_counter()
     config = config or TransferConfig()
+    mirror = checks.boolean(mirror, "mirror")
     n_frames, height, width = int(frames.shape[0]), int(frames.shape[1]), int(frames.shape[2])
     label_maps = normalise_references(references, n_frames, height, width, config.brush_width)
     grid = model.grid_size(height, width)
@@ -109,6 +123,11 @@ def adapt_to_references(
     device = pick_device(device)
     adapted = copy.deepcopy(model).to(device)
     frame_ids = sorted(cell_grids)
+    if not any(p.requires_grad for p in adapted.parameters()):
+        # nothing to fine-tune: stepping the loss's own parameters would change no embedding
+        adapted.eval()
+        return adapted, {"steps": 0, "seconds": time.perf_counter() - start,
+                         "loss_first": None, "loss_last": None, "frames": frame_ids}
     generator = torch.Generator().manual_seed(seed)
     torch.manual_seed(seed)
 
@@ -129,20 +148,27 @@ def adapt_to_references(
         adapted.backbone.eval()
         with torch.no_grad():
             levels = adapted.backbone(x)
+            mirrored_levels = adapted.backbone(x.flip(-1)) if mirror else None
+
+    def embed() -> torch.Tensor:
+        if head_only:
+            return adapted.embed_levels(levels, x, mirrored_levels)
+        return adapted.mirror_averaged(x) if mirror else adapted(x)
+
     loss_fn = make_loss(loss).to(device)
     params = [p for p in adapted.parameters() if p.requires_grad] + list(loss_fn.parameters())
     optimiser = torch.optim.AdamW(params, lr=lr, weight_decay=0.0)
     adapted.eval()  # BatchNorm statistics of one video are not worth learning
     with torch.no_grad():
-        original = adapted.embed_levels(levels, x) if head_only else adapted(x)
+        original = embed()
     losses = []
     for _ in range(steps):
         adapted.eval()
-        emb = adapted.embed_levels(levels, x) if head_only else adapted(x)
+        emb = embed()
         anchors, positives, negatives, a_lab, n_lab = [], [], [], [], []
         for i, grid_i in enumerate(grids):
             for j, grid_j in enumerate(grids):
-                t = sample_triplets(grid_i, grid_j if j != i else None, n_triplets, 0.0, 2, generator)
+                t = sample_triplets(grid_i, grid_j if j != i else None, n_triplets, hard_fraction, 2, generator)
                 if len(t) == 0:
                     continue
                 anchors.append(gather_cells(emb[i], t.anchor.to(device)))

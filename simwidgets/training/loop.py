@@ -470,6 +470,11 @@ class Trainer:
                 self.validate()
         else:
             self.best.update(step=self.step, state=copy.deepcopy(self.model.state_dict()))
+        if self.state_path is not None and self.checkpoint_every:
+            # a finished run: resuming it has nothing left to do.  Written before the best
+            # weights replace the last ones, so its "model" is the weights of its "step"
+            # (the best ones are in "best_state"), as in every state written along the way
+            self.save_state()
         self.model.load_state_dict(self.best["state"])
         self.model.eval()
         self.record["steps"] = self.step
@@ -479,8 +484,6 @@ class Trainer:
         else:
             self.record.update(steps=self.step, seconds=round(self.seconds, 1), best_step=self.best["step"],
                                loss_parameters=self.loss_fn.extra_state_dict())
-        if self.state_path is not None and self.checkpoint_every:
-            self.save_state()  # a finished run: resuming it has nothing left to do
         self.model.training_record = self.record
         score = self.best["score"]
         distributed.barrier(self.ctx)
