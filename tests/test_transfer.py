@@ -490,3 +490,32 @@ def test_on_frame_streams_every_frames_final_mask_once(bear):
     plain = engine.propagate(references)
     assert np.array_equal(plain.masks, result.masks)
     assert np.allclose(plain.confidence, result.confidence) and np.allclose(plain.entropy, result.entropy)
+
+
+def test_propagate_adapts_a_copy_of_the_model_when_asked():
+    """``propagate(adapt=True)`` fine-tunes a copy with MASK_ADAPT on the references before the
+    transfer: the same masks as adapting by hand and transferring with the copy, other
+    masks than without, the caller's model untouched; a dict gives the options, a model
+    without weights comes back unchanged, and anything else is refused by name."""
+    from simwidgets.models import build_model
+    from simwidgets.training import MASK_ADAPT, adapt_to_references
+
+    video = synthetic_video(n_frames=5, n_objects=2, height=48, width=64, seed=4)
+    torch.manual_seed(0)
+    model = build_model("fcn-small", dim=8, width=8).eval()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    refs = {0: video.masks[0].astype(np.int64)}
+    plain = propagate(video.frames, refs, model=model, temporal=False)
+    adapted = propagate(video.frames, refs, model=model, adapt=True, temporal=False)
+    options = TransferConfig(temporal=False)
+    by_hand, _ = adapt_to_references(model, video.frames, refs, config=options, **MASK_ADAPT)
+    assert np.array_equal(adapted, LabelTransfer(video.frames, model=by_hand, config=options).propagate(refs).masks)
+    assert not np.array_equal(adapted[1:], plain[1:])
+    assert all(torch.equal(v, model.state_dict()[k]) for k, v in before.items())
+    few = propagate(list(video.frames), refs, model=model, adapt={"steps": 2, "lr": 1e-2}, temporal=False)
+    assert few.shape == adapted.shape
+    baseline = ColourPositionEmbedding()
+    assert np.array_equal(propagate(video.frames, refs, model=baseline, adapt=True),
+                          propagate(video.frames, refs, model=baseline))
+    with pytest.raises(BadInputError, match="adapt must be None, False, True or a dict"):
+        propagate(video.frames, refs, model=model, adapt="yes")

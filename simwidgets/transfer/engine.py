@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
+from typing import Mapping
 
 import numpy as np
 import torch
@@ -550,15 +551,31 @@ class LabelTransfer:
         return masks, confidence, entropy
 
 
-def propagate(frames, references, model="default", device=None, progress: bool = False, **config) -> np.ndarray:
+def propagate(frames, references, model="default", device=None, progress: bool = False, adapt=None,
+              **config) -> np.ndarray:
     """Label every pixel of every frame from scribbles or reference masks.
 
     ``frames`` uint8 ``(T, H, W, 3)`` (or a list of frames); ``references`` a
     :class:`~simwidgets.scribbles.Scribbles` or ``{frame_idx: (H, W) label map}`` (``-1`` =
     unknown); ``model`` an EmbeddingModel or a name/path (``"default"``, ``"baseline"``, a
-    checkpoint).  Keyword arguments are :class:`TransferConfig` fields.  Returns
+    checkpoint).  ``adapt`` fine-tunes a copy of the model on the references first
+    (:func:`simwidgets.training.adapt_to_references`): ``None`` or ``False`` (the default)
+    does not, ``True`` uses :data:`simwidgets.training.MASK_ADAPT` (chosen for a full mask
+    on frame 0 with :meth:`TransferConfig.for_masks`'s options, as
+    ``python -m simwidgets propagate --first-mask`` does by default), a dict gives its
+    options.  Other keyword arguments are :class:`TransferConfig` fields.  Returns
     ``(T, H, W)`` uint8 masks.
     """
     options = TransferConfig().with_options(**config)  # checked before any model is loaded
+    if adapt is not None and adapt is not False:
+        from ..training.adapt import MASK_ADAPT, adapt_to_references
+
+        if adapt is not True and not isinstance(adapt, Mapping):
+            raise BadInputError(f"adapt must be None, False, True or a dict of adapt_to_references options; "
+                                f"got {adapt!r}")
+        settings = dict(MASK_ADAPT) if adapt is True else dict(adapt)
+        frames = checks.video_frames(frames)
+        model, _ = adapt_to_references(load_model(model), frames, references, config=options, device=device,
+                                       **settings)
     engine = LabelTransfer(frames, model=model, config=options, device=device)
     return engine.propagate(references, progress=progress).masks
