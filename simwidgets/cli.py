@@ -165,9 +165,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help="a folder of reference masks named by frame number (00040.png is frame 40)")
     prop.add_argument("--adapt", action=argparse.BooleanOptionalAction, default=None,
                       help="fine-tune a copy of the model on the reference masks before the transfer "
-                           "(simwidgets.training.adapt.MASK_ADAPT, a few seconds per reference frame; +0.014 J&F on the 5-fold "
-                           "scheme from frame 0's mask); on by default with --first-mask, off with --masks, "
-                           "not for --scribbles")
+                           "(simwidgets.training.adapt.MASK_ADAPT, a few seconds per reference frame; "
+                           "+0.014 J&F on the 5-fold scheme from frame 0's mask); on by default with "
+                           "--first-mask, off with --masks, not for --scribbles")
     prop.add_argument("--out", required=True, type=Path, help="folder for the %%05d.png masks")
     prop.add_argument("--coco", type=Path, default=None, help="also write the masks as COCO run-length JSON")
     prop.add_argument("--mp4", type=Path, default=None, help="also write an overlay video (H.264 MP4)")

@@ -478,3 +478,5 @@ def test_semi_supervised_evaluation_adapts_a_copy_to_frame_0s_mask():
     assert adapted["mean"]["J&F"] != plain["mean"]["J&F"]
     with pytest.raises(BadInputError, match="adapt must be None or a dict"):
         evaluate_semi_supervised(videos, model, adapt=30)
+    with pytest.raises(BadInputError, match="adapt: unknown option.s. keep, lr_scale; adapt_to_references takes"):
+        evaluate_semi_supervised(videos, model, adapt={"lr_scale": 2, "keep": 1})

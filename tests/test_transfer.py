@@ -519,3 +519,5 @@ def test_propagate_adapts_a_copy_of_the_model_when_asked():
                           propagate(video.frames, refs, model=baseline))
     with pytest.raises(BadInputError, match="adapt must be None, False, True or a dict"):
         propagate(video.frames, refs, model=model, adapt="yes")
+    with pytest.raises(BadInputError, match="adapt: unknown option.s. step;"):
+        propagate(video.frames, refs, model=model, adapt={"step": 3})

@@ -7,6 +7,7 @@ before the labels are transferred.
 from __future__ import annotations
 
 import copy
+import inspect
 import math
 import time
 from typing import Mapping
@@ -41,7 +42,16 @@ def checked_adapt_options(adapt) -> dict | None:
         return None
     if not isinstance(adapt, Mapping):
         raise BadInputError(f"adapt must be None or a dict of adapt_to_references options; got {adapt!r}")
+    known = set(inspect.signature(adapt_to_references).parameters) - _NOT_OPTIONS
+    unknown = sorted(str(k) for k in adapt if k not in known)
+    if unknown:
+        raise BadInputError(f"adapt: unknown option(s) {', '.join(unknown)}; adapt_to_references takes "
+                            f"{', '.join(sorted(known))}")
     return dict(adapt)
+
+
+#: arguments of adapt_to_references that its caller fills in, not adaptation options
+_NOT_OPTIONS = {"model", "frames", "references", "config", "device"}
 
 
 

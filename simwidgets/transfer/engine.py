@@ -568,12 +568,12 @@ def propagate(frames, references, model="default", device=None, progress: bool =
     """
     options = TransferConfig().with_options(**config)  # checked before any model is loaded
     if adapt is not None and adapt is not False:
-        from ..training.adapt import MASK_ADAPT, adapt_to_references
+        from ..training.adapt import MASK_ADAPT, adapt_to_references, checked_adapt_options
 
         if adapt is not True and not isinstance(adapt, Mapping):
             raise BadInputError(f"adapt must be None, False, True or a dict of adapt_to_references options; "
                                 f"got {adapt!r}")
-        settings = dict(MASK_ADAPT) if adapt is True else dict(adapt)
+        settings = dict(MASK_ADAPT) if adapt is True else checked_adapt_options(adapt)
         frames = checks.video_frames(frames)
         model, _ = adapt_to_references(load_model(model), frames, references, config=options, device=device,
                                        **settings)
