@@ -212,7 +212,7 @@ def run(args, partial: Partial | None = None) -> dict:
                 continue
             result = evaluate_interactive(args.davis_root, todo, model=model, interactions=args.interactions,
                                           progress=progress, max_time=None if args.no_time_limit else "challenge",
-                                          config=transfer_config(args.transfer))
+                                          config=transfer_config(args.transfer), adapt=args.adapt)
             rows.update(result["sequences"])
         if result is None:
             raise SystemExit(f"{model_name}: every sequence is already in the partial file; nothing to run")
@@ -322,6 +322,10 @@ def main(argv=None) -> int:
                         help="no time budget (every interaction runs; AUC normalised by davisinteractive's rule)")
     parser.add_argument("--transfer", action="append", type=option, default=[], metavar="NAME=VALUE",
                         help="a TransferConfig option for every round, e.g. fuse_corrections=true (repeatable)")
+    parser.add_argument("--adapt", type=json.loads, default=None, metavar="JSON",
+                        help="test-time adaptation on the first interaction's scribbles, as keyword arguments of "
+                             "adapt_to_references, e.g. '{\"steps\": 30, \"lr\": 0.001, \"keep_weight\": 4.0}' "
+                             "(default: none)")
     parser.add_argument("--out", type=Path, default=None, help="JSON to write (default: results/interactive_<root>.json)")
     parser.add_argument("--k", type=int, default=5, help="folds, for a model with {fold} in its path")
     parser.add_argument("--fold-seed", type=int, default=0, help="the folds' seed (kfold_splits)")
@@ -336,7 +340,7 @@ def main(argv=None) -> int:
     out = args.out or RESULTS / f"interactive_{args.davis_root.resolve().name}.json"
     settings = {"interactions": args.interactions, "no_time_limit": args.no_time_limit,
                 "transfer": [list(t) for t in args.transfer], "k": args.k, "fold_seed": args.fold_seed,
-                "demo_model": args.demo_model, "davis_root": str(args.davis_root)}
+                "demo_model": args.demo_model, "davis_root": str(args.davis_root), "adapt": args.adapt}
     partial = Partial(out.with_suffix(".partial.json") if args.resume else None, settings)
     report = run(args, partial)
     if args.merge and out.exists():
