@@ -61,6 +61,13 @@ def _transfer_config(args, masks: bool = False):
     return TransferConfig.for_masks(**overrides) if masks else TransferConfig(**overrides)
 
 
+def _mask_adapt(flag: bool | None, default: bool) -> dict | None:
+    """``--adapt`` / ``--no-adapt`` / neither (``default``) as adapt_to_references options."""
+    from .training.adapt import MASK_ADAPT
+
+    return dict(MASK_ADAPT) if (default if flag is None else flag) else None
+
+
 def _names(text: str | None, option: str) -> list[str] | None:
     """Comma-separated sequence names; None when the option was not given.  An option
     given with no name in it (``--sequences ","``) is an error, never "all"."""
@@ -288,13 +295,6 @@ def cmd_propagate(args) -> int:
 
 
 # ----------------------------------------------------------------------------- evaluate
-
-def _mask_adapt(flag: bool | None, default: bool) -> dict | None:
-    """``--adapt`` / ``--no-adapt`` / neither (``default``) as adapt_to_references options."""
-    from .training.adapt import MASK_ADAPT
-
-    return dict(MASK_ADAPT) if (default if flag is None else flag) else None
-
 
 def cmd_evaluate(args) -> int:
     from .device import describe_device, pick_device

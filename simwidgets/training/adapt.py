@@ -35,6 +35,10 @@ __all__ = ["adapt_to_references", "MASK_ADAPT", "checked_adapt_options"]
 MASK_ADAPT = {"steps": 30, "lr": 1e-3, "keep_weight": 4.0}
 
 
+#: arguments of adapt_to_references that its caller fills in, not adaptation options
+_NOT_OPTIONS = {"model", "frames", "references", "config", "device"}
+
+
 def checked_adapt_options(adapt) -> dict | None:
     """An evaluator's ``adapt`` argument as keyword arguments of :func:`adapt_to_references`
     (``None``: no adaptation); anything but None or a mapping is refused by name."""
@@ -48,11 +52,6 @@ def checked_adapt_options(adapt) -> dict | None:
         raise BadInputError(f"adapt: unknown option(s) {', '.join(unknown)}; adapt_to_references takes "
                             f"{', '.join(sorted(known))}")
     return dict(adapt)
-
-
-#: arguments of adapt_to_references that its caller fills in, not adaptation options
-_NOT_OPTIONS = {"model", "frames", "references", "config", "device"}
-
 
 
 def adapt_to_references(
